@@ -1,0 +1,37 @@
+# The two commands a new user needs (README): `make demo` and `make test`. Both set up everything.
+SHELL := /bin/bash
+export DAGSTER_HOME ?= $(CURDIR)/.local/dagster_home
+export MOSAIC_STAC_API_URL ?= http://127.0.0.1:8082
+PY := .venv/bin/python
+
+.PHONY: setup stac-start stac-stop demo test lint dev clean
+
+setup:
+	@scripts/setup.sh
+
+stac-start:
+	@scripts/stac_server.sh start
+
+stac-stop:
+	@scripts/stac_server.sh stop
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $@
+
+demo: setup stac-start $(DAGSTER_HOME)/dagster.yaml
+	$(PY) -m mosaic_assets.run demo-data
+	$(PY) -m mosaic_assets.run build
+
+dev: setup stac-start $(DAGSTER_HOME)/dagster.yaml
+	.venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+lint: setup
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+clean:
+	scripts/stac_server.sh reset || true
+	rm -rf .local

@@ -1,0 +1,31 @@
+"""Dagster entry point: one asset graph per mosaic declared in the spec file.
+
+The spec file is ``$MOSAIC_SPECS`` (default: the embedded demo, ``specs/demo.yaml``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from mosaic_assets.defs.mosaic import build_mosaic_defs
+from mosaic_assets.defs.resources import REPO_ROOT, default_resources
+from mosaic_assets.engine.gdal_env import require_gti_driver
+from mosaic_assets.engine.spec import load_specs
+
+SPECS_ENV = "MOSAIC_SPECS"
+
+
+def spec_path() -> Path:
+    return Path(os.environ.get(SPECS_ENV) or REPO_ROOT / "specs" / "demo.yaml")
+
+
+def build_definitions(path: Path | None = None) -> dg.Definitions:
+    require_gti_driver()
+    specs = load_specs(path or spec_path())
+    return dg.Definitions.merge(*(build_mosaic_defs(s) for s in specs), dg.Definitions(resources=default_resources()))
+
+
+defs = build_definitions()

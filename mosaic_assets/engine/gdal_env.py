@@ -1,0 +1,70 @@
+"""GDAL configuration for partition writers: the one place GDAL settings are decided.
+
+Sizes derive from the worker's memory (the seed's heuristics: a third for each HTTP/VSI cache, half
+for the block cache) so a pod's memory request and its GDAL caches cannot disagree.
+"""
+
+from __future__ import annotations
+
+import os
+
+import rasterio
+
+MEMORY_ENV = "MOSAIC_WORKER_MEMORY_GB"
+DEFAULT_MEMORY_GB = 2.0
+
+
+def worker_memory_gb() -> float:
+    """Memory the writer may use: from MOSAIC_WORKER_MEMORY_GB (set from the pod's limit on Kubernetes)."""
+    raw = os.environ.get(MEMORY_ENV, "")
+    try:
+        value = float(raw) if raw else DEFAULT_MEMORY_GB
+    except ValueError:
+        raise ValueError(f"{MEMORY_ENV}={raw!r} is not a number of gigabytes") from None
+    if value <= 0:
+        raise ValueError(f"{MEMORY_ENV}={raw!r} must be > 0")
+    return value
+
+
+def worker_config(memory_gb: float, debug: bool = False) -> dict[str, str]:
+    """GDAL config options for a writer with ``memory_gb`` of memory."""
+    gib = 1024**3
+    return {
+        "GDAL_HTTP_MAX_RETRY": "20",
+        "GDAL_HTTP_RETRY_DELAY": "30",
+        "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+        "GDAL_HTTP_MULTIPLEX": "YES",
+        "GDAL_HTTP_VERSION": "2",
+        "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+        "CPL_VSIL_CURL_CACHE_SIZE": str(int(gib * memory_gb / 3)),
+        "CPL_VSIL_CURL_CHUNK_SIZE": str(12 * 1024**2),
+        "VSI_CACHE": "TRUE",
+        # VSI_CACHE_SIZE is per open file, not global: the seed's third of memory per file would
+        # multiply by the scenes a block touches, so it is capped.
+        "VSI_CACHE_SIZE": str(min(int(gib * memory_gb / 3), 64 * 1024**2)),
+        "GDAL_CACHEMAX": str(int(gib * memory_gb / 2)),
+        "GDAL_NUM_THREADS": "ALL_CPUS",
+        "CPL_DEBUG": "ON" if debug else "OFF",
+        "CPL_CURL_VERBOSE": "YES" if debug else "NO",
+    }
+
+
+def gdal_env(memory_gb: float | None = None) -> rasterio.Env:
+    """A rasterio.Env with the worker config applied (rasterio wants CPL_DEBUG as a bool and
+    GDAL_CACHEMAX as an int; the string form is what a pod's environment carries)."""
+    options: dict[str, str | bool] = dict(worker_config(memory_gb if memory_gb is not None else worker_memory_gb()))
+    options["CPL_DEBUG"] = options["CPL_DEBUG"] == "ON"
+    options["GDAL_CACHEMAX"] = int(options["GDAL_CACHEMAX"])
+    return rasterio.Env(**options)
+
+
+def require_gti_driver() -> str:
+    """Fail early, and clearly, when the GDAL in this process lacks the GTI driver."""
+    with rasterio.Env() as env:
+        drivers = env.drivers()
+    if "GTI" not in drivers:
+        raise RuntimeError(
+            f"GDAL {rasterio.__gdal_version__} (from rasterio {rasterio.__version__}) has no GTI driver; "
+            "mosaic_assets needs GDAL >= 3.10 with GTI: install rasterio>=1.5 wheels on Python >= 3.12"
+        )
+    return rasterio.__gdal_version__

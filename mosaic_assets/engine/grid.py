@@ -1,0 +1,134 @@
+"""The target grid of a mosaic and its partition blocks, derived from the spec (no I/O).
+
+A *block* is a rectangle of whole Zarr chunks sized so that one time step of it stays within the
+spec's ``partition_bytes``; one (time step, block) pair is one unit of work (a Dagster partition).
+The geometry itself (affine, footprints -> tiles) is odc-geo's ``GeoBox``/``GeoboxTiles``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from odc.geo import geom
+from odc.geo.geobox import GeoBox, GeoboxTiles
+
+from .keys import BlockIndex
+from .spec import MosaicSpec
+
+
+@dataclass(frozen=True)
+class Block:
+    """One partition block: its index and its pixel window on the grid (half-open slices)."""
+
+    index: BlockIndex
+    rows: slice
+    cols: slice
+
+    @property
+    def key(self) -> str:
+        return self.index.key
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.rows.stop - self.rows.start, self.cols.stop - self.cols.start
+
+
+@dataclass(frozen=True)
+class MosaicGrid:
+    """Geobox, chunking and block layout of one mosaic."""
+
+    geobox: GeoBox
+    chunk_shape: tuple[int, int]  # (y, x) pixels
+    block_chunks: tuple[int, int]  # (y, x) chunks per block
+
+    @classmethod
+    def from_spec(cls, spec: MosaicSpec) -> MosaicGrid:
+        area = geom.box(*spec.area.bbox, spec.area.crs)
+        if spec.area.crs != spec.crs:
+            area = area.to_crs(spec.crs, resolution=spec.resolution)
+        if area.is_empty or not area.is_valid:
+            raise ValueError(f"area: the bbox {list(spec.area.bbox)} has no valid footprint in {spec.crs}")
+        geobox = GeoBox.from_bbox(area.boundingbox, spec.crs, resolution=spec.resolution)
+        chunk_shape = (min(spec.chunks.y, geobox.shape.y), min(spec.chunks.x, geobox.shape.x))
+        return cls(geobox, chunk_shape, _block_chunks(spec, geobox, chunk_shape))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.geobox.shape.y), int(self.geobox.shape.x)
+
+    @property
+    def chunk_grid(self) -> tuple[int, int]:
+        """Number of chunks along (y, x)."""
+        return tuple(math.ceil(n / c) for n, c in zip(self.shape, self.chunk_shape))  # type: ignore[return-value]
+
+    @property
+    def block_shape(self) -> tuple[int, int]:
+        """Pixels per full block along (y, x)."""
+        return self.block_chunks[0] * self.chunk_shape[0], self.block_chunks[1] * self.chunk_shape[1]
+
+    @cached_property
+    def tiles(self) -> GeoboxTiles:
+        return GeoboxTiles(self.geobox, self.block_shape)
+
+    @property
+    def block_grid(self) -> tuple[int, int]:
+        """Number of blocks along (y, x)."""
+        return int(self.tiles.shape.y), int(self.tiles.shape.x)
+
+    def block(self, index: BlockIndex) -> Block:
+        rows_total, cols_total = self.block_grid
+        if not (0 <= index.row < rows_total and 0 <= index.col < cols_total):
+            raise KeyError(f"block {index.key} is outside the {rows_total}x{cols_total} block grid")
+        (by, bx), (h, w) = self.block_shape, self.shape
+        rows = slice(index.row * by, min((index.row + 1) * by, h))
+        cols = slice(index.col * bx, min((index.col + 1) * bx, w))
+        return Block(index, rows, cols)
+
+    def blocks(self) -> Iterator[Block]:
+        rows_total, cols_total = self.block_grid
+        for row in range(rows_total):
+            for col in range(cols_total):
+                yield self.block(BlockIndex(row, col))
+
+    def block_keys(self) -> list[str]:
+        return [b.key for b in self.blocks()]
+
+    def block_geobox(self, index: BlockIndex) -> GeoBox:
+        return self.tiles[index.row, index.col]
+
+    def blocks_touching(self, footprint: geom.Geometry) -> set[BlockIndex]:
+        """Blocks whose area a footprint (in any CRS) intersects."""
+        if footprint.crs != self.geobox.crs:
+            footprint = footprint.to_crs(self.geobox.crs, resolution=abs(self.geobox.resolution.x))
+        return {BlockIndex(int(r), int(c)) for r, c in self.tiles.tiles(footprint)}
+
+    @property
+    def transform(self) -> tuple[float, float, float, float, float, float]:
+        """GDAL geotransform (x0, dx, 0, y0, 0, dy)."""
+        a = self.geobox.affine
+        return (a.c, a.a, a.b, a.f, a.d, a.e)
+
+    def x_coords(self) -> np.ndarray:
+        a = self.geobox.affine
+        return a.c + a.a * (np.arange(self.shape[1]) + 0.5)
+
+    def y_coords(self) -> np.ndarray:
+        a = self.geobox.affine
+        return a.f + a.e * (np.arange(self.shape[0]) + 0.5)
+
+
+def _block_chunks(spec: MosaicSpec, geobox: GeoBox, chunk_shape: tuple[int, int]) -> tuple[int, int]:
+    """As many whole chunks per block as ``partition_bytes`` allows, as square as the grid permits."""
+    itemsize = np.dtype(spec.dtype).itemsize
+    chunk_bytes = len(spec.bands) * chunk_shape[0] * chunk_shape[1] * itemsize
+    budget = max(1, spec.partition_bytes // chunk_bytes)
+    rows_avail = math.ceil(geobox.shape.y / chunk_shape[0])
+    cols_avail = math.ceil(geobox.shape.x / chunk_shape[1])
+    bx = min(max(1, math.isqrt(budget)), cols_avail)
+    by = min(max(1, budget // bx), rows_avail)
+    bx = min(max(1, budget // by), cols_avail)
+    return by, bx

@@ -1,0 +1,47 @@
+"""A small RGB preview of one time step of the store, for people (PNG file, markdown metadata)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from PIL import Image
+
+from .store import VARIABLE
+
+
+def preview_image(store: str, time_index: int, max_size: int = 1024) -> Image.Image:
+    """Strided read (no full-resolution load), percentile stretch per band, nodata transparent."""
+    ds = xr.open_zarr(store, mask_and_scale=False, consolidated=True)
+    var = ds[VARIABLE]
+    nodata = var.attrs.get("_FillValue", var.encoding.get("_FillValue", 0))
+    bands = [str(b) for b in ds["band"].values]
+    rgb = [bands.index(b) for b in ("red", "green", "blue") if b in bands] or list(range(min(3, len(bands))))
+    rgb = (rgb * 3)[:3] if len(rgb) < 3 else rgb
+    step = max(1, int(np.ceil(max(var.shape[2:]) / max_size)))
+    data = var.isel(time=time_index, band=rgb, y=slice(None, None, step), x=slice(None, None, step)).values
+    valid = np.any(data != nodata, axis=0)
+    out = np.zeros((*valid.shape, 4), dtype=np.uint8)
+    for i in range(3):
+        band = data[i].astype(np.float64)
+        if valid.any():
+            lo, hi = np.percentile(band[valid], (2, 98))
+            out[..., i] = np.clip((band - lo) / max(hi - lo, 1e-9) * 255, 0, 255).astype(np.uint8)
+    out[..., 3] = np.where(valid, 255, 0)
+    return Image.fromarray(out, mode="RGBA")
+
+
+def write_preview(store: str, time_index: int, path: Path, max_size: int = 1024) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    preview_image(store, time_index, max_size).save(path)
+    return path
+
+
+def preview_markdown(store: str, time_index: int, max_size: int = 256) -> str:
+    """A markdown image with the PNG inlined as base64 (Dagster metadata has no image type)."""
+    buffer = io.BytesIO()
+    preview_image(store, time_index, max_size).save(buffer, format="PNG")
+    return f"![preview](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"

@@ -1,0 +1,247 @@
+"""The mosaic spec: one declarative YAML document per mosaic, validated once and then immutable.
+
+Every rule lives here so that a bad value fails at load time with the key that holds it
+(``mosaics[0].resolution: must be > 0``) before anything is written anywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pyproj import CRS
+from pyproj.exceptions import CRSError
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_BYTE_UNITS = {"": 1, "B": 1, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "KB": 1000, "MB": 1000**2, "GB": 1000**3}
+
+
+class SpecError(ValueError):
+    """A mosaic spec is invalid; the message names the offending key."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _check_crs(value: str) -> str:
+    try:
+        CRS.from_user_input(value)
+    except CRSError as exc:
+        raise ValueError(f"unknown CRS {value!r}") from exc
+    return value
+
+
+class StacSource(_Frozen):
+    """Where scenes come from."""
+
+    url: str
+    collections: Annotated[tuple[str, ...], Field(min_length=1)]
+    query_limit: Annotated[int, Field(gt=0, le=10_000)] = 1000
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://", value):
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+
+class Band(_Frozen):
+    """One output band: taken from band ``index`` (1-based) of the STAC asset ``asset``."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    asset: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
+    index: Annotated[int, Field(ge=1)] = 1
+
+
+class Area(_Frozen):
+    """The area of interest, in its own CRS."""
+
+    bbox: tuple[float, float, float, float]
+    crs: str = "EPSG:4326"
+
+    _crs = field_validator("crs")(classmethod(lambda cls, v: _check_crs(v)))
+
+    @field_validator("bbox")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        minx, miny, maxx, maxy = value
+        if not all(np.isfinite(value)):
+            raise ValueError("must be finite numbers")
+        if minx >= maxx or miny >= maxy:
+            raise ValueError(f"must be [minx, miny, maxx, maxy] with min < max, got {list(value)}")
+        return value
+
+
+class TimeGrid(_Frozen):
+    """How acquisition dates bucket into time steps: step ``k`` starts at ``start + k * step``."""
+
+    start: date
+    step: Literal["daily", "monthly", "yearly"] = "daily"
+
+    @model_validator(mode="after")
+    def _aligned_start(self) -> TimeGrid:
+        if self.step == "monthly" and self.start.day != 1:
+            raise ValueError(f"start: a monthly grid starts on a month's first day, got {self.start}")
+        if self.step == "yearly" and (self.start.month, self.start.day) != (1, 1):
+            raise ValueError(f"start: a yearly grid starts on January 1st, got {self.start}")
+        return self
+
+
+class BestOnTop(_Frozen):
+    """Which scene wins where scenes overlap: sorted by ``property``; the best one is drawn last."""
+
+    property: str = "eo:cloud_cover"
+    best: Literal["lowest", "highest"] = "lowest"
+
+
+class Codec(_Frozen):
+    """Zarr compressor. Default blosc-lz4 + byte shuffle: measured ~9x faster to encode than zstd-3
+    on uint16 imagery at a better ratio (see README, 'Codec')."""
+
+    name: Literal["blosc", "zstd", "none"] = "blosc"
+    cname: Literal["lz4", "lz4hc", "zstd", "zlib", "blosclz"] = "lz4"
+    clevel: Annotated[int, Field(ge=0, le=9)] = 5
+    shuffle: Literal["shuffle", "bitshuffle", "noshuffle"] = "shuffle"
+
+
+class Chunks(_Frozen):
+    y: Annotated[int, Field(gt=0)] = 1024
+    x: Annotated[int, Field(gt=0)] = 1024
+
+
+def parse_bytes(value: int | str) -> int:
+    """'256MiB' -> 268435456; plain integers pass through."""
+    if isinstance(value, int):
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*", str(value), flags=re.IGNORECASE)
+    if not match:
+        raise ValueError(f"not a byte size: {value!r} (use e.g. 268435456 or '256MiB')")
+    number, unit = match.groups()
+    return int(float(number) * _BYTE_UNITS[(unit or "").upper()])
+
+
+class MosaicSpec(_Frozen):
+    """Everything that defines one mosaic; the grid and partitions derive from it."""
+
+    name: str
+    stac: StacSource
+    bands: Annotated[tuple[Band, ...], Field(min_length=1)]
+    area: Area
+    crs: str
+    resolution: float
+    time: TimeGrid
+    dtype: Literal["uint8", "uint16", "int16", "uint32", "int32", "float32", "float64"] = "uint16"
+    nodata: float = 0
+    resampling: Literal["nearest", "bilinear", "cubic", "cubicspline", "lanczos", "average", "mode"] = "nearest"
+    use_overviews: bool = Field(
+        default=False,
+        description="Read COG overviews when the grid is coarser than the scenes (fast, not exact). "
+        "Default False: always read full resolution, so pixels match a full-resolution warp.",
+    )
+    best_on_top: BestOnTop = BestOnTop()
+    chunks: Chunks = Chunks()
+    partition_bytes: int = 256 * 1024**2
+    codec: Codec = Codec()
+    store: str | None = Field(default=None, description="Zarr store path or URL; default <store_root>/<name>.zarr")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_PATTERN.match(value):
+            raise ValueError(
+                "must be lower-case letters, digits and '_', starting with a letter (it names Dagster assets)"
+            )
+        return value
+
+    _crs = field_validator("crs")(classmethod(lambda cls, v: _check_crs(v)))
+
+    @field_validator("resolution")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if not np.isfinite(value) or value <= 0:
+            raise ValueError(f"must be > 0, got {value}")
+        return value
+
+    @field_validator("partition_bytes", mode="before")
+    @classmethod
+    def _bytes(cls, value: int | str) -> int:
+        return parse_bytes(value)
+
+    @field_validator("bands")
+    @classmethod
+    def _unique_bands(cls, value: tuple[Band, ...]) -> tuple[Band, ...]:
+        names = [b.name for b in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"band names must be unique, got {names}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MosaicSpec:
+        info = np.iinfo(self.dtype) if np.dtype(self.dtype).kind in "ui" else np.finfo(self.dtype)
+        if not (info.min <= self.nodata <= info.max):
+            raise ValueError(f"nodata: {self.nodata} does not fit dtype {self.dtype}")
+        if self.partition_bytes < self.chunk_bytes:
+            raise ValueError(
+                f"partition_bytes: {self.partition_bytes} is smaller than one chunk "
+                f"({self.chunk_bytes} bytes = {len(self.bands)} bands x {self.chunks.y} x {self.chunks.x} x "
+                f"{np.dtype(self.dtype).itemsize} B)"
+            )
+        return self
+
+    @property
+    def band_names(self) -> tuple[str, ...]:
+        return tuple(b.name for b in self.bands)
+
+    @property
+    def chunk_bytes(self) -> int:
+        """Uncompressed bytes of one chunk: all bands of one time step."""
+        return len(self.bands) * self.chunks.y * self.chunks.x * np.dtype(self.dtype).itemsize
+
+
+def _format_errors(exc: ValidationError, prefix: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc.lstrip('.')}: {msg}")
+    return "; ".join(lines)
+
+
+def parse_specs(document: dict, source: str = "<spec>") -> tuple[MosaicSpec, ...]:
+    """Validate a parsed YAML document holding ``mosaics: [...]``."""
+    if not isinstance(document, dict) or not isinstance(document.get("mosaics"), list) or not document["mosaics"]:
+        raise SpecError(f"{source}: mosaics: must be a non-empty list of mosaic specs")
+    specs = []
+    for i, raw in enumerate(document["mosaics"]):
+        try:
+            specs.append(MosaicSpec.model_validate(raw))
+        except ValidationError as exc:
+            raise SpecError(f"{source}: {_format_errors(exc, f'mosaics[{i}]')}") from None
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise SpecError(f"{source}: mosaics[].name: names must be unique, got {names}")
+    return tuple(specs)
+
+
+def load_specs(path: str | Path) -> tuple[MosaicSpec, ...]:
+    """Read and validate a spec file."""
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    return parse_specs(document, source=str(path))

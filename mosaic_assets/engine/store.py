@@ -1,0 +1,129 @@
+"""The Zarr store's template: metadata, coordinates and CF georeferencing, written with
+``to_zarr(compute=False)`` so no pixel is written here; chunks are filled later region by region.
+
+The store carries a fingerprint of its grid (CRS, transform, shape, chunks, dtype, bands, nodata,
+codec). A store whose fingerprint differs from the spec is refused untouched: writing our regions
+into someone else's grid would corrupt it silently.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+import zarr
+from odc.geo.xr import xr_coords
+from zarr.codecs import BloscCodec, ZstdCodec
+
+from .grid import MosaicGrid
+from .spec import MosaicSpec
+from .timegrid import time_coords
+
+VARIABLE = "mosaic"
+FINGERPRINT_ATTR = "mosaic_assets:grid"
+
+
+class StoreMismatch(ValueError):
+    """An existing store was built for another grid; it is left untouched."""
+
+
+@dataclass(frozen=True)
+class TemplateResult:
+    created: bool
+    time_length: int
+    grown_by: int
+
+
+def fingerprint(spec: MosaicSpec, grid: MosaicGrid) -> dict:
+    return {
+        "crs": grid.geobox.crs.to_wkt(),
+        "transform": [round(v, 9) for v in grid.transform],
+        "shape": list(grid.shape),
+        "chunks": list(grid.chunk_shape),
+        "dtype": spec.dtype,
+        "bands": list(spec.band_names),
+        "nodata": spec.nodata,
+        "codec": spec.codec.model_dump(),
+    }
+
+
+def compressors(spec: MosaicSpec) -> list:
+    codec = spec.codec
+    if codec.name == "none":
+        return []
+    if codec.name == "zstd":
+        return [ZstdCodec(level=codec.clevel)]
+    return [
+        BloscCodec(
+            cname=codec.cname, clevel=codec.clevel, shuffle=codec.shuffle, typesize=np.dtype(spec.dtype).itemsize
+        )
+    ]
+
+
+def template_dataset(spec: MosaicSpec, grid: MosaicGrid, start: int, stop: int) -> xr.Dataset:
+    """A lazy dataset for time steps [start, stop): nothing but metadata gets written from it."""
+    cy, cx = grid.chunk_shape
+    nb = len(spec.bands)
+    data = da.full((stop - start, nb, *grid.shape), spec.nodata, dtype=spec.dtype, chunks=(1, nb, cy, cx))
+    coords = dict(xr_coords(grid.geobox, crs_coord_name="spatial_ref"))
+    coords["time"] = ("time", time_coords(spec.time, stop)[start:])
+    coords["band"] = ("band", np.array(spec.band_names, dtype=str))
+    ds = xr.Dataset({VARIABLE: (("time", "band", "y", "x"), data)}, coords=coords)
+    ds[VARIABLE].attrs.update(grid_mapping="spatial_ref", long_name=f"{spec.name} mosaic")
+    for name, axis, std in (("x", "X", "projection_x_coordinate"), ("y", "Y", "projection_y_coordinate")):
+        ds[name].attrs.update(axis=axis, standard_name=std)
+    ds.attrs[FINGERPRINT_ATTR] = json.dumps(fingerprint(spec, grid), sort_keys=True)
+    ds.attrs["Conventions"] = "CF-1.8"
+    return ds
+
+
+def _encoding(spec: MosaicSpec, grid: MosaicGrid) -> dict:
+    cy, cx = grid.chunk_shape
+    return {
+        VARIABLE: {
+            "chunks": (1, len(spec.bands), cy, cx),
+            "compressors": compressors(spec),
+            "_FillValue": np.array(spec.nodata, dtype=spec.dtype).item(),
+        },
+        "time": {"units": "days since 1970-01-01", "calendar": "proleptic_gregorian", "dtype": "int64"},
+    }
+
+
+def check_compatible(spec: MosaicSpec, grid: MosaicGrid, store: str) -> int:
+    """Raise StoreMismatch if ``store`` holds another grid; returns its current time length."""
+    group = zarr.open_group(store, mode="r")
+    found = json.loads(group.attrs.get(FINGERPRINT_ATTR, "null") or "null")
+    wanted = json.loads(json.dumps(fingerprint(spec, grid), sort_keys=True))
+    if found != wanted:
+        diffs = sorted(k for k in wanted if (found or {}).get(k) != wanted[k]) if found else ["<no fingerprint>"]
+        raise StoreMismatch(
+            f"store {store} was built for another grid (differs in: {', '.join(diffs)}); refusing to touch it. "
+            "Point the spec's 'store' elsewhere or delete the store."
+        )
+    return int(group[VARIABLE].shape[0])
+
+
+def store_exists(store: str) -> bool:
+    try:
+        zarr.open_group(store, mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
+        return False
+    return True
+
+
+def ensure_template(spec: MosaicSpec, grid: MosaicGrid, store: str, time_length: int) -> TemplateResult:
+    """Create the store, or grow its time axis to ``time_length``; existing chunks are never touched."""
+    if not store_exists(store):
+        template_dataset(spec, grid, 0, time_length).to_zarr(
+            store, mode="w-", compute=False, encoding=_encoding(spec, grid), zarr_format=3, consolidated=True
+        )
+        return TemplateResult(created=True, time_length=time_length, grown_by=time_length)
+    current = check_compatible(spec, grid, store)
+    if time_length <= current:
+        return TemplateResult(created=False, time_length=current, grown_by=0)
+    extra = template_dataset(spec, grid, current, time_length).drop_vars(["spatial_ref", "x", "y", "band"])
+    extra.to_zarr(store, mode="a", append_dim="time", compute=False, consolidated=True)
+    return TemplateResult(created=False, time_length=time_length, grown_by=time_length - current)

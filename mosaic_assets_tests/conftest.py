@@ -1,0 +1,164 @@
+"""Shared fixtures: a real STAC API (own port and database), small real scenes, a real Dagster build."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from mosaic_assets.demo.scenes import (
+    BAND_NAMES,
+    Scene,
+    SceneSetConfig,
+    collection_document,
+    generate_scenes,
+    scene_item,
+)
+from mosaic_assets.demo.stac_load import upsert_collection, upsert_items
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_STAC_PORT = os.environ.get("TEST_STAC_PORT", "8093")
+TEST_PG_PORT = os.environ.get("TEST_STAC_PG_PORT", "5449")
+COLLECTION = "test-scenes"
+SMALL_SCENES = SceneSetConfig(
+    collection=COLLECTION,
+    dates=(date(2024, 6, 1), date(2024, 6, 3)),
+    scenes_per_date=4,
+    scene_size=512,
+    spread_m=2500.0,
+    seed=7,
+)
+
+
+def _stac_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "STAC_PORT": TEST_STAC_PORT,
+        "STAC_PG_PORT": TEST_PG_PORT,
+        "STAC_DATA_DIR": str(REPO / ".local" / "test-stac"),
+    }
+
+
+@pytest.fixture(scope="session")
+def stac_api() -> str:
+    """A running stac-fastapi-pgstac on loopback, started (and stopped) by the repo's own script."""
+    script = REPO / "scripts" / "stac_server.sh"
+    proc = subprocess.run([str(script), "start"], env=_stac_env(), capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"STAC API did not start:\n{proc.stdout}\n{proc.stderr}")
+    url = proc.stdout.strip().splitlines()[-1].strip()
+    yield url
+    subprocess.run([str(script), "stop"], env=_stac_env(), capture_output=True, timeout=120)
+
+
+def reset_collection(api: str, collection: str) -> None:
+    requests.delete(f"{api}/collections/{collection}", timeout=30)
+
+
+@dataclass(frozen=True)
+class LoadedScenes:
+    api: str
+    collection: str
+    scenes: list[Scene]
+    items: list[dict]
+
+
+@pytest.fixture(scope="session")
+def small_scenes(stac_api: str, tmp_path_factory: pytest.TempPathFactory) -> LoadedScenes:
+    """Small scenes (two UTM zones, two dates) loaded fresh into the test STAC collection."""
+    scenes = generate_scenes(tmp_path_factory.mktemp("scenes"), SMALL_SCENES)
+    now = datetime.now(UTC)
+    items = [scene_item(s, COLLECTION, now) for s in scenes]
+    reset_collection(stac_api, COLLECTION)
+    upsert_collection(stac_api, collection_document(COLLECTION, items))
+    upsert_items(stac_api, COLLECTION, items)
+    return LoadedScenes(stac_api, COLLECTION, scenes, items)
+
+
+def spec_document(api: str, **overrides) -> dict:
+    """The test mosaic: the demo's shape, scaled down so several blocks and chunks exist."""
+    mosaic = {
+        "name": "testmosaic",
+        "stac": {"url": api, "collections": [COLLECTION]},
+        "bands": [{"name": n, "asset": "data", "index": i + 1} for i, n in enumerate(BAND_NAMES)],
+        "area": {"bbox": [11.93, 47.05, 12.07, 47.15], "crs": "EPSG:4326"},
+        "crs": "EPSG:32632",
+        "resolution": 10,
+        "time": {"start": "2024-06-01", "step": "daily"},
+        "chunks": {"y": 256, "x": 256},
+        "partition_bytes": "1MiB",
+    }
+    mosaic.update(overrides)
+    return {"mosaics": [mosaic]}
+
+
+@dataclass(frozen=True)
+class BuiltMosaic:
+    spec_path: Path
+    data_dir: Path
+    dagster_home: Path
+    store: str
+    output: str
+    env: dict[str, str]
+
+
+def dagster_env(tmp: Path, spec: dict, api: str) -> dict[str, str]:
+    """Environment of a Dagster process pointed at a fresh instance, data dir and spec file."""
+    home = tmp / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    spec_path = tmp / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "MOSAIC_SPECS": str(spec_path),
+        "MOSAIC_DATA_DIR": str(tmp / "data"),
+        "MOSAIC_STAC_API_URL": api,
+    }
+
+
+@pytest.fixture(scope="session")
+def built_mosaic(small_scenes: LoadedScenes, tmp_path_factory: pytest.TempPathFactory) -> BuiltMosaic:
+    """The whole asset graph materialized through Dagster by the same command the demo uses."""
+    tmp = tmp_path_factory.mktemp("build")
+    env = dagster_env(tmp, spec_document(small_scenes.api), small_scenes.api)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mosaic_assets.run", "build", "--workers", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, f"build failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return BuiltMosaic(
+        Path(env["MOSAIC_SPECS"]),
+        tmp / "data",
+        tmp / "dagster_home",
+        str(tmp / "data" / "stores" / "testmosaic.zarr"),
+        proc.stdout,
+        env,
+    )
+
+
+def run_reference_warp(job: dict) -> dict:
+    """gdal.Warp in its own process (osgeo bindings only); see reference_warp.py."""
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("reference_warp.py"))],
+        input=json.dumps(job),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

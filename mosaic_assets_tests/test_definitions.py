@@ -1,0 +1,46 @@
+"""The Dagster definitions load and have the shape the design promises, for every declared mosaic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from mosaic_assets.definitions import build_definitions
+
+from .conftest import spec_document
+
+
+def test_each_mosaic_yields_its_own_partitioned_graph(tmp_path: Path) -> None:
+    doc = spec_document("http://127.0.0.1:1")
+    second = dict(doc["mosaics"][0], name="other", chunks={"y": 512, "x": 512}, partition_bytes="8MiB")
+    doc["mosaics"].append(second)
+    path = tmp_path / "specs.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    defs = build_definitions(path)
+    graph = defs.resolve_asset_graph()
+    for name in ("testmosaic", "other"):
+        keys = {k.to_user_string() for k in graph.get_all_asset_keys() if k.path[0] == name}
+        assert keys == {
+            f"{name}/{a}" for a in ("scene_catalog", "gti_index", "zarr_template", "mosaic_chunks", "preview")
+        }
+        chunks = graph.get(dg.AssetKey([name, "mosaic_chunks"])).partitions_def
+        assert isinstance(chunks, dg.MultiPartitionsDefinition)
+        dims = {d.name: d.partitions_def for d in chunks.partitions_defs}
+        assert isinstance(dims["time"], dg.DynamicPartitionsDefinition) and dims["time"].name == f"{name}_time"
+        assert isinstance(dims["block"], dg.StaticPartitionsDefinition)
+        catalog = graph.get(dg.AssetKey([name, "scene_catalog"])).partitions_def
+        assert catalog == dims["time"]
+        parents = graph.get(dg.AssetKey([name, "mosaic_chunks"])).parent_keys
+        assert parents == {dg.AssetKey([name, "gti_index"]), dg.AssetKey([name, "zarr_template"])}
+    assert set(defs.resources) == {"stac_api", "data_root"}
+
+
+def test_stac_token_is_an_env_var_not_a_value(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("STAC_API_TOKEN", "s3cr3t-token-value")
+    path = tmp_path / "specs.yaml"
+    path.write_text(yaml.safe_dump(spec_document("http://127.0.0.1:1")))
+    defs = build_definitions(path)
+    token = defs.resources["stac_api"].token
+    assert isinstance(token, dg.EnvVar) and token.env_var_name == "STAC_API_TOKEN"

@@ -1,0 +1,76 @@
+"""The Zarr template: CF georeferencing, growth along time, and refusal of a foreign store."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from mosaic_assets.engine.grid import MosaicGrid
+from mosaic_assets.engine.spec import parse_specs
+from mosaic_assets.engine.store import StoreMismatch, ensure_template
+
+from .conftest import spec_document
+
+
+def _spec(**overrides):
+    spec = parse_specs(spec_document("http://127.0.0.1:1", **overrides))[0]
+    return spec, MosaicGrid.from_spec(spec)
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def test_template_grows_along_time_without_touching_existing_data(tmp_path: Path) -> None:
+    spec, grid = _spec()
+    store = str(tmp_path / "m.zarr")
+    assert ensure_template(spec, grid, store, 2).created
+    ds = xr.open_zarr(store, consolidated=True, mask_and_scale=False)
+    assert ds["mosaic"].shape == (2, 4, *grid.shape)
+    assert ds["mosaic"].encoding["chunks"] == (1, 4, *grid.chunk_shape)
+    # put real bytes in time step 1, then grow to 5 steps
+    region = {"time": slice(1, 2), "band": slice(0, 4), "y": slice(0, 256), "x": slice(0, 256)}
+    patch = xr.Dataset({"mosaic": (("time", "band", "y", "x"), np.full((1, 4, 256, 256), 1234, dtype="uint16"))})
+    patch.to_zarr(store, region=region, mode="r+", consolidated=False)
+    chunk_files_before = _digest(Path(store) / "mosaic" / "c")
+    result = ensure_template(spec, grid, store, 5)
+    assert (result.created, result.time_length, result.grown_by) == (False, 5, 3)
+    assert _digest(Path(store) / "mosaic" / "c") == chunk_files_before
+    ds = xr.open_zarr(store, consolidated=True, mask_and_scale=False)
+    assert [str(t)[:10] for t in ds["time"].values] == [
+        "2024-06-01",
+        "2024-06-02",
+        "2024-06-03",
+        "2024-06-04",
+        "2024-06-05",
+    ]
+    assert int(ds["mosaic"][1, 0, 0, 0]) == 1234 and int(ds["mosaic"][4, 0, 0, 0]) == 0
+    assert ensure_template(spec, grid, store, 3).grown_by == 0  # never shrinks
+
+
+@pytest.mark.parametrize(
+    "overrides, differs",
+    [
+        ({"resolution": 20}, "shape"),
+        ({"chunks": {"y": 512, "x": 512}, "partition_bytes": "8MiB"}, "chunks"),
+        ({"dtype": "int16"}, "dtype"),
+        ({"bands": [{"name": "red", "asset": "data", "index": 3}]}, "bands"),
+        ({"crs": "EPSG:3035"}, "crs"),
+        ({"codec": {"name": "zstd"}}, "codec"),
+    ],
+)
+def test_store_of_another_grid_is_refused_untouched(tmp_path: Path, overrides: dict, differs: str) -> None:
+    spec, grid = _spec()
+    store = tmp_path / "m.zarr"
+    ensure_template(spec, grid, str(store), 2)
+    before = _digest(store)
+    other, other_grid = _spec(**overrides)
+    with pytest.raises(StoreMismatch, match=differs):
+        ensure_template(other, other_grid, str(store), 3)
+    assert _digest(store) == before
