@@ -6,6 +6,7 @@ The spec file is ``$MOSAIC_SPECS`` (default: the embedded demo, ``specs/demo.yam
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -16,6 +17,10 @@ from mosaic_assets.engine.gdal_env import require_gti_driver
 from mosaic_assets.engine.spec import load_specs
 
 SPECS_ENV = "MOSAIC_SPECS"
+
+# We use MultiToSingleDimensionPartitionMapping knowingly (time x block -> time); say it once, here.
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 
 def spec_path() -> Path:

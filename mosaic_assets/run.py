@@ -28,7 +28,11 @@ def _defs() -> dg.Definitions:
     return defs
 
 
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 def _materialize(selection: str, partition_key: str | None) -> None:
+    """One run on the instance at $DAGSTER_HOME; raises (naming the step) when it fails."""
     defs = _defs()
     dg.materialize(
         list(defs.assets or []),
@@ -36,6 +40,7 @@ def _materialize(selection: str, partition_key: str | None) -> None:
         partition_key=partition_key,
         instance=dg.DagsterInstance.get(),
         resources=defs.resources,
+        run_config=QUIET_RUN_CONFIG,
     )
 
 
