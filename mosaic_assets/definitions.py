@@ -11,8 +11,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from mosaic_assets.defs.mosaic import build_mosaic_defs
+from mosaic_assets.defs.mosaic import build_mosaic_assets
 from mosaic_assets.defs.resources import REPO_ROOT, default_resources
+from mosaic_assets.defs.schedules import build_repair_schedule
+from mosaic_assets.defs.sensors import build_stac_sensor
 from mosaic_assets.engine.gdal_env import require_gti_driver
 from mosaic_assets.engine.spec import load_specs
 
@@ -30,7 +32,13 @@ def spec_path() -> Path:
 def build_definitions(path: Path | None = None) -> dg.Definitions:
     require_gti_driver()
     specs = load_specs(path or spec_path())
-    return dg.Definitions.merge(*(build_mosaic_defs(s) for s in specs), dg.Definitions(resources=default_resources()))
+    assets, sensors, schedules = [], [], []
+    for spec in specs:
+        mosaic, mosaic_assets = build_mosaic_assets(spec)
+        assets += mosaic_assets
+        sensors.append(build_stac_sensor(mosaic))
+        schedules.append(build_repair_schedule(mosaic))
+    return dg.Definitions(assets=assets, sensors=sensors, schedules=schedules, resources=default_resources())
 
 
 defs = build_definitions()

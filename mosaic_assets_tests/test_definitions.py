@@ -29,7 +29,7 @@ def test_each_mosaic_yields_its_own_partitioned_graph(tmp_path: Path) -> None:
         assert isinstance(chunks, dg.MultiPartitionsDefinition)
         dims = {d.name: d.partitions_def for d in chunks.partitions_defs}
         assert isinstance(dims["time"], dg.DynamicPartitionsDefinition) and dims["time"].name == f"{name}_time"
-        assert isinstance(dims["block"], dg.StaticPartitionsDefinition)
+        assert isinstance(dims["xy"], dg.StaticPartitionsDefinition)
         catalog = graph.get(dg.AssetKey([name, "scene_catalog"])).partitions_def
         assert catalog == dims["time"]
         parents = graph.get(dg.AssetKey([name, "mosaic_chunks"])).parent_keys

@@ -1,12 +1,13 @@
 """The asset graph of one mosaic, built from its spec (an asset factory: one spec -> one graph).
 
-    scene_catalog[time] -> gti_index[time] -> zarr_template -> mosaic_chunks[time x block] -> preview[time]
+    scene_catalog[time] -> gti_index[time] -> zarr_template -> mosaic_chunks[time x xy] -> preview[time]
 
 Each asset body is a few lines calling the engine; everything Dagster-specific (partitions, keys,
-metadata) stays here and the engine never imports Dagster.
+policies, metadata) stays here and the engine never imports Dagster.
 """
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import dagster as dg
 
@@ -16,14 +17,18 @@ from mosaic_assets.engine.gti import build_gti
 from mosaic_assets.engine.keys import BlockIndex, parse_time_key
 from mosaic_assets.engine.preview import preview_markdown, write_preview
 from mosaic_assets.engine.spec import MosaicSpec
-from mosaic_assets.engine.store import ensure_template, store_exists
+from mosaic_assets.engine.store import ensure_template, store_time_length
 from mosaic_assets.engine.timegrid import step_index
-from mosaic_assets.engine.writer import write_block
+from mosaic_assets.engine.writer import BlockWriteResult, write_block
 
 from .resources import DataRootResource, StacApiResource
 
+# Multi-partition keys sort by dimension name; "time" < "xy" makes keys time-major
+# ("2024-06-01|r0001c0002"), so the blocks of one time step are contiguous and a backfill groups
+# them into ranged runs (BackfillPolicy.multi_run) instead of one run per partition.
 TIME_DIM = "time"
-BLOCK_DIM = "block"
+BLOCK_DIM = "xy"
+TEMPLATE_POOL = "mosaic_template"  # one template writer at a time (dagster.yaml: pools default_limit 1)
 
 
 @dataclass(frozen=True)
@@ -44,19 +49,77 @@ class MosaicPartitions:
     def chunk_key(step_key: str, block_key: str) -> dg.MultiPartitionKey:
         return dg.MultiPartitionKey({TIME_DIM: step_key, BLOCK_DIM: block_key})
 
+    @staticmethod
+    def split_chunk_key(key: str | dg.MultiPartitionKey) -> tuple[str, str]:
+        """(time step key, block key) of a chunk partition key."""
+        if not isinstance(key, dg.MultiPartitionKey):
+            step, block = key.split("|")
+            key = dg.MultiPartitionKey({TIME_DIM: step, BLOCK_DIM: block})
+        dims = key.keys_by_dimension
+        return dims[TIME_DIM], dims[BLOCK_DIM]
 
-def asset_key(spec: MosaicSpec, name: str) -> dg.AssetKey:
-    return dg.AssetKey([spec.name, name])
+
+@dataclass(frozen=True)
+class MosaicAssets:
+    """Everything the sensor and the schedule of a mosaic need to know about its assets."""
+
+    spec: MosaicSpec
+    grid: MosaicGrid
+    partitions: MosaicPartitions
+
+    def key(self, name: str) -> dg.AssetKey:
+        return dg.AssetKey([self.spec.name, name])
+
+    @property
+    def catalog(self) -> dg.AssetKey:
+        return self.key("scene_catalog")
+
+    @property
+    def gti(self) -> dg.AssetKey:
+        return self.key("gti_index")
+
+    @property
+    def template(self) -> dg.AssetKey:
+        return self.key("zarr_template")
+
+    @property
+    def chunks(self) -> dg.AssetKey:
+        return self.key("mosaic_chunks")
+
+    @property
+    def preview(self) -> dg.AssetKey:
+        return self.key("preview")
 
 
-def build_mosaic_defs(spec: MosaicSpec) -> dg.Definitions:
+def _time_partition_of(dim: str) -> dg.MultiToSingleDimensionPartitionMapping:
+    return dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=dim)
+
+
+def _sum_results(results: list[BlockWriteResult]) -> dict:
+    pixels = sum(r.pixels for r in results) or 1
+    return {
+        "partitions": len(results),
+        "scenes": sum(r.scenes for r in results),
+        "empty_partitions": sum(r.empty for r in results),
+        "valid_fraction": round(sum(r.valid_pixels for r in results) / pixels, 6),
+        "chunks_written": sum(r.chunks_written for r in results),
+        "bytes_uncompressed": sum(r.bytes_uncompressed for r in results),
+        "seconds": round(sum(r.seconds for r in results), 3),
+    }
+
+
+def build_mosaic_assets(spec: MosaicSpec) -> tuple[MosaicAssets, list[dg.AssetsDefinition]]:
     grid = MosaicGrid.from_spec(spec)
     parts = MosaicPartitions.for_spec(spec, grid)
+    mosaic = MosaicAssets(spec, grid, parts)
     group = spec.name
-    catalog_key, gti_key = asset_key(spec, "scene_catalog"), asset_key(spec, "gti_index")
-    template_key, chunks_key = asset_key(spec, "zarr_template"), asset_key(spec, "mosaic_chunks")
+    ops = spec.operations
+    freshness = dg.FreshnessPolicy.time_window(
+        fail_window=timedelta(hours=ops.freshness_fail_hours),
+        warn_window=timedelta(hours=ops.freshness_warn_hours) if ops.freshness_warn_hours else None,
+    )
 
-    @dg.asset(key=catalog_key, partitions_def=parts.time, group_name=group, kinds={"stac", "parquet"})
+    @dg.asset(key=mosaic.catalog, partitions_def=parts.time, group_name=group, kinds={"stac", "parquet"})
     def scene_catalog(context: dg.AssetExecutionContext, stac_api: StacApiResource, data_root: DataRootResource):
         """Scenes of one time step from the STAC API, as a GeoParquet scene table."""
         step_key = context.partition_key
@@ -71,7 +134,14 @@ def build_mosaic_defs(spec: MosaicSpec) -> dg.Definitions:
             }
         )
 
-    @dg.asset(key=gti_key, partitions_def=parts.time, group_name=group, deps=[catalog_key], kinds={"gdal"})
+    @dg.asset(
+        key=mosaic.gti,
+        partitions_def=parts.time,
+        group_name=group,
+        deps=[mosaic.catalog],
+        kinds={"gdal"},
+        automation_condition=dg.AutomationCondition.eager(),
+    )
     def gti_index(context: dg.AssetExecutionContext, data_root: DataRootResource):
         """GDAL Raster Tile Index of one time step, with complete metadata (no scene is opened)."""
         layout = data_root.layout(spec)
@@ -85,7 +155,7 @@ def build_mosaic_defs(spec: MosaicSpec) -> dg.Definitions:
             }
         )
 
-    @dg.asset(key=template_key, group_name=group, deps=[gti_key], kinds={"zarr"})
+    @dg.asset(key=mosaic.template, group_name=group, deps=[mosaic.gti], kinds={"zarr"}, pool=TEMPLATE_POOL)
     def zarr_template(context: dg.AssetExecutionContext, data_root: DataRootResource):
         """The Zarr store's metadata and coordinates; grows along time as time steps appear."""
         steps = context.instance.get_dynamic_partitions(parts.time.name)
@@ -106,56 +176,40 @@ def build_mosaic_defs(spec: MosaicSpec) -> dg.Definitions:
         )
 
     @dg.asset(
-        key=chunks_key,
+        key=mosaic.chunks,
         partitions_def=parts.chunks,
         group_name=group,
-        deps=[
-            dg.AssetDep(
-                gti_key, partition_mapping=dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=TIME_DIM)
-            ),
-            template_key,
-        ],
+        deps=[dg.AssetDep(mosaic.gti, partition_mapping=_time_partition_of(TIME_DIM)), mosaic.template],
         kinds={"zarr", "gdal"},
+        backfill_policy=dg.BackfillPolicy.multi_run(ops.partitions_per_run),
+        freshness_policy=freshness,
     )
     def mosaic_chunks(context: dg.AssetExecutionContext, data_root: DataRootResource):
-        """One time step x one block of whole chunks, read from the GTI and written into its region."""
-        keys = context.partition_key.keys_by_dimension
+        """Time step x block of whole chunks, read from the GTI and written into its region.
+
+        A ranged run (a backfill batch) writes each of its partitions in turn."""
         layout = data_root.layout(spec)
-        time_index = step_index(spec.time, parse_time_key(keys[TIME_DIM]))
-        if not store_exists(layout.store):
-            raise dg.Failure(
-                f"store {layout.store} does not exist yet: materialize {template_key.to_user_string()} first"
-            )
-        result = write_block(
-            spec,
-            grid,
-            layout.store,
-            layout.gti(keys[TIME_DIM]),
-            time_index,
-            grid.block(BlockIndex.parse(keys[BLOCK_DIM])),
-        )
-        return dg.MaterializeResult(
-            metadata={
-                "scenes": result.scenes,
-                "empty": result.empty,
-                "valid_fraction": round(result.valid_pixels / result.pixels, 6),
-                "chunks_written": result.chunks_written,
-                "bytes_uncompressed": result.bytes_uncompressed,
-                "seconds": round(result.seconds, 3),
-            }
-        )
+        length = store_time_length(layout.store)
+        results = []
+        for key in context.partition_keys:
+            step_key, block_key = MosaicPartitions.split_chunk_key(key)
+            time_index = step_index(spec.time, parse_time_key(step_key))
+            if time_index >= length:
+                raise dg.Failure(
+                    f"store {layout.store} has {length} time steps, {step_key} needs {time_index + 1}: "
+                    f"materialize {mosaic.template.to_user_string()} first"
+                )
+            block = grid.block(BlockIndex.parse(block_key))
+            results.append(write_block(spec, grid, layout.store, layout.gti(step_key), time_index, block))
+        return dg.MaterializeResult(metadata=_sum_results(results))
 
     @dg.asset(
-        key=asset_key(spec, "preview"),
+        key=mosaic.preview,
         partitions_def=parts.time,
         group_name=group,
-        deps=[
-            dg.AssetDep(
-                chunks_key,
-                partition_mapping=dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=TIME_DIM),
-            )
-        ],
+        deps=[dg.AssetDep(mosaic.chunks, partition_mapping=_time_partition_of(TIME_DIM))],
         kinds={"png"},
+        automation_condition=dg.AutomationCondition.eager(),
     )
     def preview(context: dg.AssetExecutionContext, data_root: DataRootResource):
         """An RGB preview PNG of one time step, also shown inline in the UI."""
@@ -169,4 +223,4 @@ def build_mosaic_defs(spec: MosaicSpec) -> dg.Definitions:
             }
         )
 
-    return dg.Definitions(assets=[scene_catalog, gti_index, zarr_template, mosaic_chunks, preview])
+    return mosaic, [scene_catalog, gti_index, zarr_template, mosaic_chunks, preview]

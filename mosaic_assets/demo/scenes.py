@@ -206,7 +206,7 @@ def scene_item(scene: Scene, collection: str, updated: datetime) -> dict:
 
 def collection_document(collection: str, items: list[dict]) -> dict:
     """A STAC collection whose extent covers the items."""
-    boxes = np.array([i["bbox"] for i in items]) if items else np.array([[-180, -90, 180, 90]])
+    boxes = np.array([i["bbox"] for i in items] or [[-180.0, -90.0, 180.0, 90.0]], dtype=float)
     times = sorted(i["properties"]["datetime"] for i in items) or [None]
     return {
         "type": "Collection",
@@ -215,7 +215,16 @@ def collection_document(collection: str, items: list[dict]) -> dict:
         "description": "Synthetic multi-band uint16 COGs for the mosaic_assets demo and tests",
         "license": "CC0-1.0",
         "extent": {
-            "spatial": {"bbox": [[boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max()]]},
+            "spatial": {
+                "bbox": [
+                    [
+                        float(boxes[:, 0].min()),
+                        float(boxes[:, 1].min()),
+                        float(boxes[:, 2].max()),
+                        float(boxes[:, 3].max()),
+                    ]
+                ]
+            },
             "temporal": {"interval": [[times[0], times[-1]]]},
         },
         "links": [],

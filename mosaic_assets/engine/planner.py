@@ -1,4 +1,4 @@
-"""Which partitions need work: the blocks that a time step's scenes touch.
+"""Which partitions need work: the blocks that scenes touch, per time step.
 
 Footprints are the scenes' raster bounds in the mosaic CRS, the same ones the GTI indexes, so a
 block is planned exactly when the writer would find scenes in it.
@@ -6,12 +6,17 @@ block is planned exactly when the writer would find scenes in it.
 
 from __future__ import annotations
 
+from collections import defaultdict
+from dataclasses import dataclass, field
+
 import geopandas as gpd
 from odc.geo import geom
 
+from .catalog import CatalogError, scene_table
 from .grid import MosaicGrid
 from .gti import scene_footprints
 from .keys import BlockIndex
+from .spec import MosaicSpec
 
 
 def blocks_with_scenes(grid: MosaicGrid, scenes: gpd.GeoDataFrame) -> set[BlockIndex]:
@@ -19,3 +24,33 @@ def blocks_with_scenes(grid: MosaicGrid, scenes: gpd.GeoDataFrame) -> set[BlockI
     for footprint in scene_footprints(grid, scenes):
         touched |= grid.blocks_touching(geom.Geometry(footprint, grid.geobox.crs))
     return touched
+
+
+@dataclass
+class ItemPlan:
+    """Blocks to (re)write per time step for a batch of STAC items, and the items left out (with why)."""
+
+    blocks: dict[str, set[BlockIndex]] = field(default_factory=lambda: defaultdict(set))
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def plan_items(spec: MosaicSpec, grid: MosaicGrid, items: list[dict]) -> ItemPlan:
+    """Group new or updated items by time step and map each to the blocks its footprint touches.
+
+    An unusable item (no projection metadata, ...) is recorded in ``skipped`` instead of stopping the
+    batch; the catalog step of its time step fails on it later, naming it."""
+    plan = ItemPlan()
+    for item in items:
+        try:
+            table = scene_table(spec, [item])
+        except CatalogError as exc:
+            plan.skipped[str(item.get("id"))] = str(exc)
+            continue
+        step = table["time_step"].iloc[0]
+        if step is None:
+            plan.skipped[str(item.get("id"))] = f"acquired before the time grid starts ({spec.time.start})"
+            continue
+        blocks = blocks_with_scenes(grid, table)
+        if blocks:
+            plan.blocks[step] |= blocks
+    return plan

@@ -123,6 +123,23 @@ class Chunks(_Frozen):
     x: Annotated[int, Field(gt=0)] = 1024
 
 
+class Operations(_Frozen):
+    """How the mosaic keeps itself current: sensor cadence, repair schedule, batching, freshness."""
+
+    sensor_interval_seconds: Annotated[int, Field(ge=5)] = 60
+    sensor_max_items_per_tick: Annotated[int, Field(ge=1)] = 10_000
+    backfill_cron: str = "0 * * * *"
+    partitions_per_run: Annotated[int, Field(ge=1, le=1000)] = 8
+    freshness_fail_hours: Annotated[float, Field(gt=0)] = 48
+    freshness_warn_hours: Annotated[float, Field(gt=0)] | None = 24
+
+    @model_validator(mode="after")
+    def _warn_before_fail(self) -> Operations:
+        if self.freshness_warn_hours is not None and self.freshness_warn_hours >= self.freshness_fail_hours:
+            raise ValueError("freshness_warn_hours must be below freshness_fail_hours")
+        return self
+
+
 def parse_bytes(value: int | str) -> int:
     """'256MiB' -> 268435456; plain integers pass through."""
     if isinstance(value, int):
@@ -156,6 +173,7 @@ class MosaicSpec(_Frozen):
     chunks: Chunks = Chunks()
     partition_bytes: int = 256 * 1024**2
     codec: Codec = Codec()
+    operations: Operations = Operations()
     store: str | None = Field(default=None, description="Zarr store path or URL; default <store_root>/<name>.zarr")
 
     @field_validator("name")

@@ -106,6 +106,13 @@ def check_compatible(spec: MosaicSpec, grid: MosaicGrid, store: str) -> int:
     return int(group[VARIABLE].shape[0])
 
 
+def store_time_length(store: str) -> int:
+    """Time steps the store holds now (0 when there is no store yet)."""
+    if not store_exists(store):
+        return 0
+    return int(zarr.open_group(store, mode="r")[VARIABLE].shape[0])
+
+
 def store_exists(store: str) -> bool:
     try:
         zarr.open_group(store, mode="r")

@@ -1,0 +1,161 @@
+"""The STAC sensor against the real STAC API and a real Dagster instance."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+import yaml
+from pyproj import Transformer
+from shapely.geometry import Polygon, box
+
+from mosaic_assets.definitions import build_definitions
+from mosaic_assets.demo.scenes import SceneSetConfig, collection_document, generate_scenes, scene_item
+from mosaic_assets.demo.stac_load import upsert_collection, upsert_items
+from mosaic_assets.engine.catalog import open_client
+from mosaic_assets.engine.grid import MosaicGrid
+from mosaic_assets.engine.spec import parse_specs
+from mosaic_assets.engine.stac_feed import FeedPosition, poll
+
+from .conftest import REPO, _stac_env, reset_collection, spec_document
+
+pytestmark = pytest.mark.incremental
+COLLECTION = "incr-scenes"
+
+
+def _scenes(tmp: Path, day: date, count: int, seed: int) -> list:
+    config = SceneSetConfig(
+        collection=COLLECTION, dates=(day,), scenes_per_date=count, scene_size=256, spread_m=2500.0, seed=seed
+    )
+    return generate_scenes(tmp, config)
+
+
+def _items(scenes: list, updated: datetime | None = None, prefix: str = "") -> list[dict]:
+    items = [scene_item(s, COLLECTION, updated or datetime.now(UTC)) for s in scenes]
+    for item in items:
+        item["id"] = prefix + item["id"]
+    return items
+
+
+@pytest.fixture()
+def incr(stac_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """An empty collection, a spec over it, definitions and a fresh Dagster instance."""
+    reset_collection(stac_api, COLLECTION)
+    upsert_collection(stac_api, collection_document(COLLECTION, []))
+    doc = spec_document(stac_api, stac={"url": stac_api, "collections": [COLLECTION], "query_limit": 2})
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(doc))
+    monkeypatch.setenv("MOSAIC_STAC_API_URL", stac_api)
+    monkeypatch.setenv("MOSAIC_DATA_DIR", str(tmp_path / "data"))
+    defs = build_definitions(spec_path)
+    with dg.instance_for_test() as instance:
+        yield stac_api, parse_specs(doc)[0], defs, instance, tmp_path
+    reset_collection(stac_api, COLLECTION)
+
+
+def _evaluate(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None):
+    sensor = defs.get_sensor_def("testmosaic_stac_sensor")
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources)
+    result = sensor(context)
+    if isinstance(result, dg.SensorResult):
+        for request in result.dynamic_partitions_requests or []:
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return result
+
+
+def _requested_chunks(result: dg.SensorResult) -> set[str]:
+    (request,) = result.run_requests
+    subset = request.asset_graph_subset
+    key = dg.AssetKey(["testmosaic", "mosaic_chunks"])
+    return {str(k) for k in subset.partitions_subsets_by_asset_key[key].get_partition_keys()}
+
+
+def _blocks_touched_independently(spec, scenes: list) -> set[str]:
+    """Blocks whose area a scene's raster bounds intersect, by plain pyproj/shapely on the grid affine."""
+    grid = MosaicGrid.from_spec(spec)
+    touched = set()
+    for scene in scenes:
+        h, w = scene.shape
+        t = scene.transform
+        edge = np.linspace(0, 1, 33)
+        cols = np.concatenate([edge * w, np.full(33, w), (1 - edge) * w, np.zeros(33)])
+        rows = np.concatenate([np.zeros(33), edge * h, np.full(33, h), (1 - edge) * h])
+        xs, ys = t.c + cols * t.a, t.f + rows * t.e
+        tx, ty = Transformer.from_crs(f"EPSG:{scene.epsg}", spec.crs, always_xy=True).transform(xs, ys)
+        footprint = Polygon(zip(tx, ty))
+        a = grid.geobox.affine
+        for block in grid.blocks():
+            x0, x1 = a.c + a.a * block.cols.start, a.c + a.a * block.cols.stop
+            y0, y1 = a.f + a.e * block.rows.stop, a.f + a.e * block.rows.start
+            if footprint.intersects(box(x0, y0, x1, y1)):
+                touched.add(f"2024-06-05|{block.key}")
+    return touched
+
+
+def test_new_items_request_exactly_the_touched_partitions(incr) -> None:
+    api, spec, defs, instance, tmp = incr
+    assert isinstance(_evaluate(defs, instance, None), dg.SkipReason)  # empty feed: nothing to do
+
+    scenes = _scenes(tmp / "s", date(2024, 6, 5), 3, seed=11)
+    upsert_items(api, COLLECTION, _items(scenes))
+    result = _evaluate(defs, instance, None)
+    assert isinstance(result, dg.SensorResult)
+    requested = _requested_chunks(result)
+    assert len(requested) >= 2 and requested == _blocks_touched_independently(spec, scenes)
+    (request,) = result.run_requests
+    subset = request.asset_graph_subset
+    gti_subset = subset.partitions_subsets_by_asset_key[dg.AssetKey(["testmosaic", "gti_index"])]
+    assert set(gti_subset.get_partition_keys()) == {"2024-06-05"}
+    assert dg.AssetKey(["testmosaic", "zarr_template"]) in subset.non_partitioned_asset_keys
+    assert instance.get_dynamic_partitions("testmosaic_time") == ["2024-06-05"]
+    position = FeedPosition.from_json(result.cursor)
+    assert position.item_id == max(s.item_id for s in scenes)
+
+    again = _evaluate(defs, instance, result.cursor)
+    assert isinstance(again, dg.SkipReason), "a second evaluation must request nothing"
+
+
+def test_items_sharing_one_updated_across_pages_are_all_seen(incr) -> None:
+    api, spec, _, _, tmp = incr
+    scenes = _scenes(tmp / "s", date(2024, 6, 6), 5, seed=12)
+    same = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
+    upsert_items(api, COLLECTION, _items(scenes, updated=same))
+    client = open_client(api)
+    seen, position = [], FeedPosition()
+    for _ in range(10):  # page size 2 and at most 2 items per poll: the 5 items span 3 polls
+        page = poll(spec, client, position, max_items=2)
+        seen += [i["id"] for i in page.items]
+        position = page.position
+        if not page.items:
+            break
+    assert sorted(seen) == sorted(s.item_id for s in scenes) and len(seen) == len(set(seen))
+
+    # re-publishing one item with a newer `updated` brings it (only it) round again
+    republished = _items(scenes[2:3], updated=datetime(2025, 1, 2, tzinfo=UTC))
+    upsert_items(api, COLLECTION, republished)
+    page = poll(spec, client, position)
+    assert [i["id"] for i in page.items] == [scenes[2].item_id]
+
+
+def test_stac_api_down_skips_keeps_cursor_and_catches_up(incr) -> None:
+    api, spec, defs, instance, tmp = incr
+    scenes = _scenes(tmp / "s", date(2024, 6, 8), 2, seed=13)
+    upsert_items(api, COLLECTION, _items(scenes[:1]))
+    first = _evaluate(defs, instance, None)
+    assert isinstance(first, dg.SensorResult)
+    upsert_items(api, COLLECTION, _items(scenes[1:]))
+    script = str(REPO / "scripts" / "stac_server.sh")
+    subprocess.run([script, "stop"], env=_stac_env(), check=True, capture_output=True, timeout=120)
+    try:
+        down = _evaluate(defs, instance, first.cursor)
+        assert isinstance(down, dg.SkipReason) and "not readable" in down.skip_message
+    finally:
+        subprocess.run([script, "start"], env=_stac_env(), check=True, capture_output=True, timeout=300)
+    caught_up = _evaluate(defs, instance, first.cursor)  # the cursor was not moved by the failed tick
+    assert isinstance(caught_up, dg.SensorResult)
+    assert FeedPosition.from_json(caught_up.cursor).item_id == scenes[1].item_id
+    assert all(k.startswith("2024-06-08|") for k in _requested_chunks(caught_up))
