@@ -50,11 +50,12 @@ def build_repair_schedule(mosaic: MosaicAssets) -> dg.ScheduleDefinition:
         todo = chunk_keys_to_repair(mosaic, context.instance, data_root)
         if not todo:
             return dg.SkipReason("every expected chunk partition is materialized")
-        requests = build_run_requests_with_backfill_policies(
-            [AssetKeyPartitionKey(mosaic.chunks, k) for k in sorted(todo)],
-            context.repository_def.asset_graph,
-            context.instance,
-        )
+        with dg.partition_loading_context(dynamic_partitions_store=context.instance):
+            requests = build_run_requests_with_backfill_policies(
+                [AssetKeyPartitionKey(mosaic.chunks, k) for k in sorted(todo)],
+                context.repository_def.asset_graph,
+                context.instance,
+            )
         tick = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "manual"
         return [
             dg.RunRequest(
