@@ -1,0 +1,70 @@
+"""Measure a child process the way the kernel accounts it: wall, CPU of the whole process tree, and
+the peak RSS of its largest process.
+
+Why ``wait4`` for CPU: its rusage covers the child and every descendant it waited for (worker pools
+included). Why not its ``ru_maxrss`` for memory: Linux carries the parent's RSS at fork into the
+child's ``ru_maxrss`` (exec records the old mm's high-water mark), so a child of a large harness
+looks large. The peak is therefore taken inside the measured process: its own ``VmHWM`` (the
+post-exec high-water mark) and its waited-for children's ``ru_maxrss`` (their inherited part is at
+most this process's own RSS, which counts anyway). No sampling, so no peak is missed.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ProcessStats:
+    wall_s: float
+    cpu_s: float
+    returncode: int
+
+
+def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> ProcessStats:
+    """Run ``cmd`` to completion (output passes through) and account for it."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return ProcessStats(wall, usage.ru_utime + usage.ru_stime, proc.returncode)
+
+
+def cpu_seconds() -> float:
+    """CPU of this process plus every child it has waited for (user + system)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def own_peak_rss_mb() -> float:
+    """This process's RSS high-water mark since exec (VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
+def peak_rss_mb() -> float:
+    """Peak RSS so far of this process or of its largest waited-for child."""
+    return max(own_peak_rss_mb(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+
+
+class Section:
+    """Wall and CPU (self + waited-for children) of a ``with`` block."""
+
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+
+    def __enter__(self) -> Section:
+        self._wall, self._cpu = time.perf_counter(), cpu_seconds()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall_s += time.perf_counter() - self._wall
+        self.cpu_s += cpu_seconds() - self._cpu
