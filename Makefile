@@ -4,7 +4,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.local/dagster_home
 export MOSAIC_STAC_API_URL ?= http://127.0.0.1:8082
 PY := .venv/bin/python
 
-.PHONY: setup stac-start stac-stop demo test lint dev clean
+.PHONY: setup stac-start stac-stop demo test lint dev clean bench
 
 setup:
 	@scripts/setup.sh
@@ -35,3 +35,15 @@ lint: setup
 clean:
 	scripts/stac_server.sh reset || true
 	rm -rf .local
+
+# Benchmark harness (benchmarks/README.md): quick size by default, BENCH_SIZE=large for the real
+# measurement. Its own STAC API instance (port, database, data dir), so it never touches the demo's.
+BENCH_SIZE ?= quick
+BENCH_STAC_PORT ?= 8095
+BENCH_STAC_PG_PORT ?= 5455
+
+bench: setup
+	$(PY) -m pip install --quiet -r requirements/bench.txt
+	STAC_PORT=$(BENCH_STAC_PORT) STAC_PG_PORT=$(BENCH_STAC_PG_PORT) STAC_DATA_DIR=$(CURDIR)/.local/bench-stac \
+	  scripts/stac_server.sh start
+	$(PY) -m benchmarks.run --size $(BENCH_SIZE) --api http://127.0.0.1:$(BENCH_STAC_PORT)
