@@ -6,6 +6,7 @@ The scene table is a GeoDataFrame (footprints in EPSG:4326) saved as GeoParquet.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from pystac_client import Client
 from shapely.geometry import shape as shapely_shape
 
 from .keys import time_key
+from .object_store import VSI_PREFIXES, Location, is_remote, read_bytes, vsi_path, write_bytes
 from .spec import MosaicSpec
 from .timegrid import step_bounds, step_index, step_start
 
@@ -105,16 +107,22 @@ def scene_table(spec: MosaicSpec, items: list[dict]) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(frame, geometry="geometry", crs="EPSG:4326")
 
 
-def save_scene_table(table: gpd.GeoDataFrame, path: Path) -> None:
-    """Write atomically (temp file + rename) so a crash never leaves half a table."""
+def save_scene_table(table: gpd.GeoDataFrame, path: Location) -> None:
+    """Write atomically (temp file + rename, or one PUT to an object store) so a crash never leaves half a table."""
+    if is_remote(path):
+        buffer = io.BytesIO()
+        table.to_parquet(buffer, index=False)
+        write_bytes(path, buffer.getvalue())
+        return
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".parquet.tmp")
     table.to_parquet(tmp, index=False)
     tmp.replace(path)
 
 
-def load_scene_table(path: Path) -> gpd.GeoDataFrame:
-    return gpd.read_parquet(path)
+def load_scene_table(path: Location) -> gpd.GeoDataFrame:
+    return gpd.read_parquet(io.BytesIO(read_bytes(path)) if is_remote(path) else path)
 
 
 def gdal_path(href: str, item_id: str) -> str:
@@ -127,10 +135,8 @@ def gdal_path(href: str, item_id: str) -> str:
         return path
     if parsed.scheme in ("http", "https"):
         return f"/vsicurl/{href}"
-    if parsed.scheme == "s3":
-        return f"/vsis3/{parsed.netloc}{parsed.path}"
-    if parsed.scheme == "gs":
-        return f"/vsigs/{parsed.netloc}{parsed.path}"
+    if parsed.scheme in VSI_PREFIXES:
+        return vsi_path(href)
     raise CatalogError(f"item {item_id}: href {href!r} has scheme {parsed.scheme!r}, which is not allowed")
 
 

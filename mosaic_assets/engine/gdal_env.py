@@ -10,6 +10,8 @@ import os
 
 import rasterio
 
+from .object_store import gdal_s3_config
+
 MEMORY_ENV = "MOSAIC_WORKER_MEMORY_GB"
 DEFAULT_MEMORY_GB = 2.0
 
@@ -51,8 +53,10 @@ def worker_config(memory_gb: float, debug: bool = False) -> dict[str, str]:
 
 def gdal_env(memory_gb: float | None = None) -> rasterio.Env:
     """A rasterio.Env with the worker config applied (rasterio wants CPL_DEBUG as a bool and
-    GDAL_CACHEMAX as an int; the string form is what a pod's environment carries)."""
+    GDAL_CACHEMAX as an int; the string form is what a pod's environment carries), plus the
+    object-store endpoint when only botocore's spelling of it is set (see object_store)."""
     options: dict[str, str | bool] = dict(worker_config(memory_gb if memory_gb is not None else worker_memory_gb()))
+    options.update(gdal_s3_config())
     options["CPL_DEBUG"] = options["CPL_DEBUG"] == "ON"
     options["GDAL_CACHEMAX"] = int(options["GDAL_CACHEMAX"])
     return rasterio.Env(**options)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -20,6 +22,7 @@ from odc.geo import geom
 from pyproj import CRS
 
 from .grid import MosaicGrid
+from .object_store import Location, fetch, is_remote, join, local_cache_dir, upload, vsi_path
 from .spec import MosaicSpec
 
 INDEX_LAYER = "tiles"
@@ -38,14 +41,17 @@ GDAL_TYPES = {
 
 @dataclass(frozen=True)
 class GtiFiles:
-    """Where a time step's index lives: the vector index and the XML that GDAL opens."""
+    """Where a time step's index lives: the vector index and the XML that GDAL opens.
 
-    index: Path
-    xml: Path
+    Both are local paths or object-store URLs; GDAL opens either through ``vsi_path``.
+    """
+
+    index: Location
+    xml: Location
 
     @classmethod
-    def for_step(cls, folder: Path, step_key: str) -> GtiFiles:
-        return cls(folder / f"{step_key}.gpkg", folder / f"{step_key}.gti")
+    def for_step(cls, folder: Location, step_key: str) -> GtiFiles:
+        return cls(join(folder, f"{step_key}.gpkg"), join(folder, f"{step_key}.gti"))
 
 
 def tile_location(
@@ -121,12 +127,52 @@ def scene_footprints(grid: MosaicGrid, scenes: gpd.GeoDataFrame) -> list:
 
 
 def build_gti(spec: MosaicSpec, grid: MosaicGrid, scenes: gpd.GeoDataFrame, files: GtiFiles) -> int:
-    """Write the index and its XML (atomically); returns the number of tiles indexed."""
+    """Write the index and its XML (each whole or not at all); returns the number of tiles indexed.
+
+    For an object-store location both are built in a local temp folder and uploaded (index first),
+    the XML naming the index by its ``/vsi…`` path so any pod can open it.
+    """
+    index = _index_frame(spec, grid, scenes)
+    if not is_remote(files.index):
+        _write_local(spec, grid, index, Path(files.index), Path(files.xml))
+        return len(index)
+    with tempfile.TemporaryDirectory(prefix="gti-") as tmp:
+        local = GtiFiles.for_step(Path(tmp), "step")
+        index.to_file(local.index, layer=INDEX_LAYER, driver="GPKG", engine="pyogrio")
+        Path(local.xml).write_text(gti_xml(spec, grid, files.index))
+        upload(Path(local.index), files.index)
+        upload(Path(local.xml), files.xml)
+    return len(index)
+
+
+def staged_locally(spec: MosaicSpec, grid: MosaicGrid, files: GtiFiles) -> GtiFiles:
+    """The GTI as local files for a writer: the index fetched once per version, an XML naming that copy.
+
+    Why not read the GeoPackage over /vsis3/: SQLite over HTTP costs a round trip per page, and with
+    the writer's GDAL_DISABLE_READDIR_ON_OPEN (which spares a request per scene) GDAL reads it as
+    malformed. Scenes themselves are still read straight from the object store. Local GTIs pass through.
+    """
+    if not is_remote(files.index):
+        return files
+    local = GtiFiles.for_step(local_cache_dir(str(files.index)).parent, Path(str(files.index)).stem)
+    try:
+        fetch(files.index, Path(local.index))
+    except FileNotFoundError:
+        return files  # no index: the time step has no scenes, the writer finds none
+    xml = gti_xml(spec, grid, local.index)
+    if not Path(local.xml).exists() or Path(local.xml).read_text() != xml:
+        tmp = Path(str(local.xml) + f".{os.getpid()}.tmp")
+        tmp.write_text(xml)
+        tmp.replace(local.xml)
+    return local
+
+
+def _index_frame(spec: MosaicSpec, grid: MosaicGrid, scenes: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     locations = [
         tile_location(spec, json.loads(h), tuple(s), list(t), c)
         for h, s, t, c in zip(scenes["hrefs"], scenes["shape"], scenes["transform"], scenes["crs"])
     ]
-    index = gpd.GeoDataFrame(
+    return gpd.GeoDataFrame(
         {
             LOCATION_FIELD: locations,
             SORT_FIELD: priorities(spec, scenes) if len(scenes) else np.array([], dtype=np.int64),
@@ -135,18 +181,20 @@ def build_gti(spec: MosaicSpec, grid: MosaicGrid, scenes: gpd.GeoDataFrame, file
         geometry=scene_footprints(grid, scenes),
         crs=grid.geobox.crs.to_wkt(),
     )
-    files.index.parent.mkdir(parents=True, exist_ok=True)
-    tmp_index = files.index.with_name(files.index.name + ".tmp.gpkg")
+
+
+def _write_local(spec: MosaicSpec, grid: MosaicGrid, index: gpd.GeoDataFrame, index_path: Path, xml: Path) -> None:
+    index_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_index = index_path.with_name(index_path.name + ".tmp.gpkg")
     tmp_index.unlink(missing_ok=True)
     index.to_file(tmp_index, layer=INDEX_LAYER, driver="GPKG", engine="pyogrio")
-    tmp_index.replace(files.index)
-    tmp_xml = files.xml.with_name(files.xml.name + ".tmp")
-    tmp_xml.write_text(gti_xml(spec, grid, files.index))
-    tmp_xml.replace(files.xml)
-    return len(index)
+    tmp_index.replace(index_path)
+    tmp_xml = xml.with_name(xml.name + ".tmp")
+    tmp_xml.write_text(gti_xml(spec, grid, index_path))
+    tmp_xml.replace(xml)
 
 
-def gti_xml(spec: MosaicSpec, grid: MosaicGrid, index_path: Path) -> str:
+def gti_xml(spec: MosaicSpec, grid: MosaicGrid, index_path: Location) -> str:
     left, bottom, right, top = grid.geobox.extent.boundingbox
     res = abs(grid.geobox.resolution.x)
     bands = "".join(
@@ -156,7 +204,7 @@ def gti_xml(spec: MosaicSpec, grid: MosaicGrid, index_path: Path) -> str:
     )
     return (
         "<GDALTileIndexDataset>"
-        f"<IndexDataset>{escape(str(index_path.resolve()))}</IndexDataset>"
+        f"<IndexDataset>{escape(vsi_path(index_path))}</IndexDataset>"
         f"<IndexLayer>{INDEX_LAYER}</IndexLayer>"
         f"<LocationField>{LOCATION_FIELD}</LocationField>"
         f"<SortField>{SORT_FIELD}</SortField><SortFieldAsc>true</SortFieldAsc>"

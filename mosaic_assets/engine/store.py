@@ -19,6 +19,7 @@ from odc.geo.xr import xr_coords
 from zarr.codecs import BloscCodec, ZstdCodec
 
 from .grid import MosaicGrid
+from .object_store import storage_options
 from .spec import MosaicSpec
 from .timegrid import time_coords
 
@@ -94,7 +95,7 @@ def _encoding(spec: MosaicSpec, grid: MosaicGrid) -> dict:
 
 def check_compatible(spec: MosaicSpec, grid: MosaicGrid, store: str) -> int:
     """Raise StoreMismatch if ``store`` holds another grid; returns its current time length."""
-    group = zarr.open_group(store, mode="r")
+    group = zarr.open_group(store, mode="r", storage_options=storage_options(store))
     found = json.loads(group.attrs.get(FINGERPRINT_ATTR, "null") or "null")
     wanted = json.loads(json.dumps(fingerprint(spec, grid), sort_keys=True))
     if found != wanted:
@@ -110,12 +111,12 @@ def store_time_length(store: str) -> int:
     """Time steps the store holds now (0 when there is no store yet)."""
     if not store_exists(store):
         return 0
-    return int(zarr.open_group(store, mode="r")[VARIABLE].shape[0])
+    return int(zarr.open_group(store, mode="r", storage_options=storage_options(store))[VARIABLE].shape[0])
 
 
 def store_exists(store: str) -> bool:
     try:
-        zarr.open_group(store, mode="r")
+        zarr.open_group(store, mode="r", storage_options=storage_options(store))
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
         return False
     return True
@@ -125,12 +126,20 @@ def ensure_template(spec: MosaicSpec, grid: MosaicGrid, store: str, time_length:
     """Create the store, or grow its time axis to ``time_length``; existing chunks are never touched."""
     if not store_exists(store):
         template_dataset(spec, grid, 0, time_length).to_zarr(
-            store, mode="w-", compute=False, encoding=_encoding(spec, grid), zarr_format=3, consolidated=True
+            store,
+            mode="w-",
+            compute=False,
+            encoding=_encoding(spec, grid),
+            zarr_format=3,
+            consolidated=True,
+            storage_options=storage_options(store),
         )
         return TemplateResult(created=True, time_length=time_length, grown_by=time_length)
     current = check_compatible(spec, grid, store)
     if time_length <= current:
         return TemplateResult(created=False, time_length=current, grown_by=0)
     extra = template_dataset(spec, grid, current, time_length).drop_vars(["spatial_ref", "x", "y", "band"])
-    extra.to_zarr(store, mode="a", append_dim="time", compute=False, consolidated=True)
+    extra.to_zarr(
+        store, mode="a", append_dim="time", compute=False, consolidated=True, storage_options=storage_options(store)
+    )
     return TemplateResult(created=False, time_length=time_length, grown_by=time_length - current)

@@ -20,7 +20,8 @@ from rasterio.windows import Window
 
 from .gdal_env import gdal_env
 from .grid import Block, MosaicGrid
-from .gti import INDEX_LAYER, GtiFiles
+from .gti import INDEX_LAYER, GtiFiles, staged_locally
+from .object_store import exists, storage_options, vsi_path
 from .spec import MosaicSpec
 from .store import VARIABLE
 
@@ -41,11 +42,11 @@ class BlockWriteResult:
 
 def scenes_in_block(grid: MosaicGrid, files: GtiFiles, block: Block) -> list[str]:
     """Item ids whose footprint intersects the block, from the index's spatial index (no scene I/O)."""
-    if not files.index.exists():
+    if not exists(files.index):
         return []
     bounds = grid.block_geobox(block.index).extent.boundingbox
     table = pyogrio.read_dataframe(
-        files.index, layer=INDEX_LAYER, columns=["item_id"], bbox=tuple(bounds), read_geometry=False
+        vsi_path(files.index), layer=INDEX_LAYER, columns=["item_id"], bbox=tuple(bounds), read_geometry=False
     )
     return sorted(table["item_id"].tolist())
 
@@ -53,7 +54,7 @@ def scenes_in_block(grid: MosaicGrid, files: GtiFiles, block: Block) -> list[str
 def read_block(files: GtiFiles, block: Block) -> np.ndarray:
     """(band, y, x) pixels of the block from the GTI, under the writer's GDAL config."""
     window = Window(block.cols.start, block.rows.start, block.shape[1], block.shape[0])
-    with gdal_env(), rasterio.open(files.xml) as mosaic:
+    with gdal_env(), rasterio.open(vsi_path(files.xml)) as mosaic:
         return mosaic.read(window=window)
 
 
@@ -61,6 +62,7 @@ def write_block(
     spec: MosaicSpec, grid: MosaicGrid, store: str, files: GtiFiles, time_index: int, block: Block
 ) -> BlockWriteResult:
     started = time.perf_counter()
+    files = staged_locally(spec, grid, files)  # an object-store GTI is read from a local copy of its index
     scenes = scenes_in_block(grid, files, block)
     pixels = block.shape[0] * block.shape[1]
     if not scenes:
@@ -73,7 +75,7 @@ def write_block(
         "x": block.cols,
     }
     ds = xr.Dataset({VARIABLE: (("time", "band", "y", "x"), data[np.newaxis])})
-    ds.to_zarr(store, region=region, mode="r+", consolidated=False)
+    ds.to_zarr(store, region=region, mode="r+", consolidated=False, storage_options=storage_options(store))
     valid = np.any(data != spec.nodata, axis=0)
     return BlockWriteResult(
         scenes=len(scenes),
