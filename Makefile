@@ -23,7 +23,7 @@ demo: setup stac-start $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m mosaic_assets.run build
 
 dev: setup stac-start $(DAGSTER_HOME)/dagster.yaml
-	.venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	MOSAIC_SENSORS=running .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 test: setup
 	$(PY) -m ruff check .

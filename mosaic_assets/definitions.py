@@ -11,10 +11,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from mosaic_assets.defs.execution import executor_for
 from mosaic_assets.defs.mosaic import build_mosaic_assets
 from mosaic_assets.defs.resources import REPO_ROOT, default_resources
 from mosaic_assets.defs.schedules import build_repair_schedule
-from mosaic_assets.defs.sensors import build_stac_sensor
+from mosaic_assets.defs.sensors import build_stac_sensor, sensor_default_status
 from mosaic_assets.engine.gdal_env import require_gti_driver
 from mosaic_assets.engine.spec import load_specs
 
@@ -38,7 +39,20 @@ def build_definitions(path: Path | None = None) -> dg.Definitions:
         assets += mosaic_assets
         sensors.append(build_stac_sensor(mosaic))
         schedules.append(build_repair_schedule(mosaic))
-    return dg.Definitions(assets=assets, sensors=sensors, schedules=schedules, resources=default_resources())
+    automation = dg.AutomationConditionSensorDefinition(
+        "mosaic_automation",
+        target=dg.AssetSelection.all(),
+        default_status=sensor_default_status(),
+        minimum_interval_seconds=15,
+        description="Evaluates the eager conditions (GTI after catalog, preview after chunks)",
+    )
+    return dg.Definitions(
+        assets=assets,
+        sensors=[*sensors, automation],
+        schedules=schedules,
+        resources=default_resources(),
+        executor=executor_for(),
+    )
 
 
 defs = build_definitions()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,15 +13,14 @@ import pytest
 import rasterio
 import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
-from pyproj import Transformer
 
 from mosaic_assets.engine.catalog import load_scene_table
 from mosaic_assets.engine.grid import MosaicGrid
-from mosaic_assets.engine.gti import priorities
 from mosaic_assets.engine.layout import MosaicLayout
 from mosaic_assets.engine.spec import load_specs
 
-from .conftest import BuiltMosaic, LoadedScenes, run_reference_warp
+from .conftest import BuiltMosaic, LoadedScenes
+from .pixels import assert_matches_gdal_warp
 
 pytestmark = pytest.mark.slow
 
@@ -70,61 +68,10 @@ def test_every_asset_materialized_in_dagster(built_mosaic: BuiltMosaic) -> None:
 def test_pixels_match_gdal_warp(built_mosaic: BuiltMosaic, tmp_path: Path, step_key: str, time_index: int) -> None:
     spec, grid = _spec_and_grid(built_mosaic)
     layout = MosaicLayout(spec, built_mosaic.data_dir)
-    scenes = load_scene_table(layout.scene_table(step_key))
-    order = np.argsort(priorities(spec, scenes))  # worst first: gdal.Warp draws later sources on top
-    paths = [json.loads(h)["data"] for h in scenes["hrefs"]]
-    job = {
-        "sources": [paths[i] for i in order],
-        "bands": [b.index for b in spec.bands],
-        "srs": grid.geobox.crs.to_wkt(),
-        "bounds": list(grid.geobox.extent.boundingbox),
-        "res": spec.resolution,
-        "resampling": spec.resampling,
-        "nodata": spec.nodata,
-        "use_overviews": spec.use_overviews,
-        "out": str(tmp_path / "reference.tif"),
-        "source_map": str(tmp_path / "source_map.tif"),
-    }
-    run_reference_warp(job)
-    with rasterio.open(job["out"]) as ref_ds, rasterio.open(job["source_map"]) as map_ds:
-        assert ref_ds.shape == grid.shape
-        reference = ref_ds.read()
-        source = map_ds.read(1)
-    ours = xr.open_zarr(built_mosaic.store, consolidated=True, mask_and_scale=False)["mosaic"][time_index].values
-    crs_of_source = np.array([scenes["crs"].iloc[i] for i in order])
-
-    ref_valid = np.any(reference != spec.nodata, axis=0)
-    our_valid = np.any(ours != spec.nodata, axis=0)
-    assert ref_valid.sum() > 100_000, "the reference is almost empty: the comparison would prove nothing"
-    assert (ref_valid == our_valid).mean() >= 0.999
-
-    both = ref_valid & our_valid
-    native = both & (source >= 0) & (crs_of_source[np.clip(source, 0, None)] == spec.crs)
-    warped = both & ~native
-    assert native.sum() > 10_000 and warped.sum() > 10_000, "both kinds of pixels must be exercised"
-    equal = np.all(ours == reference, axis=0)
-    assert equal[native].mean() >= 0.9999, f"native-CRS pixels equal: {equal[native].mean():.5f}"
-    assert equal[warped].mean() >= 0.95, f"reprojected pixels equal: {equal[warped].mean():.5f}"
-    # every differing reprojected pixel must be a nearest-neighbour pick off by at most one source pixel:
-    # its value must sit in some scene within +-1 source pixel of where the pixel centre falls exactly
-    rows, cols = np.nonzero(warped & ~equal)
-    assert len(rows) > 0 or equal[warped].all()
-    xs, ys = grid.geobox.affine * (cols + 0.5, rows + 0.5)
-    explained = np.zeros(len(rows), dtype=bool)
-    for path, crs in zip(paths, scenes["crs"]):
-        with rasterio.open(path) as src:
-            pixels = src.read([b.index for b in spec.bands])
-            to_src = Transformer.from_crs(spec.crs, crs, always_xy=True)
-            sx, sy = to_src.transform(xs, ys)
-            src_rows, src_cols = rasterio.transform.rowcol(src.transform, sx, sy, op=np.floor)
-        for dr in (-1, 0, 1):
-            for dc in (-1, 0, 1):
-                r, c = np.asarray(src_rows, dtype=int) + dr, np.asarray(src_cols, dtype=int) + dc
-                inside = (r >= 0) & (r < pixels.shape[1]) & (c >= 0) & (c < pixels.shape[2])
-                hit = np.zeros(len(rows), dtype=bool)
-                hit[inside] = np.all(pixels[:, r[inside], c[inside]] == ours[:, rows[inside], cols[inside]], axis=0)
-                explained |= hit
-    assert explained.all(), f"{(~explained).sum()} of {len(rows)} differing pixels are not one-pixel neighbour picks"
+    figures = assert_matches_gdal_warp(
+        spec, grid, built_mosaic.store, time_index, load_scene_table(layout.scene_table(step_key)), tmp_path
+    )
+    assert figures["native_pixels"] > 10_000 and figures["reprojected_pixels"] > 10_000
 
 
 def test_rerun_of_a_partition_writes_identical_bytes(built_mosaic: BuiltMosaic) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import os
 import re
 import shutil
 import sys
@@ -104,15 +105,20 @@ def k8s_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def _k8s_defs() -> tuple[dg.Definitions, dg.AssetKey]:
-    defs = build_definitions(REPO / "specs" / "demo.yaml")
+    """The definitions as the cluster's code location loads them (MOSAIC_EXECUTOR=k8s, from the Helm values)."""
+    previous = os.environ.get("MOSAIC_EXECUTOR")
+    os.environ["MOSAIC_EXECUTOR"] = "k8s"
+    try:
+        defs = build_definitions(REPO / "specs" / "demo.yaml")
+    finally:
+        if previous is None:
+            os.environ.pop("MOSAIC_EXECUTOR")
+        else:
+            os.environ["MOSAIC_EXECUTOR"] = previous
     chunks = next(k for k in defs.resolve_asset_graph().get_all_asset_keys() if k.path[-1] == "mosaic_chunks")
+    assert defs.executor.name == "mosaic_k8s"
     job = dg.define_asset_job("writer_job", selection=dg.AssetSelection.assets(chunks))
-    extra = (
-        dg.Definitions(jobs=[job])
-        if defs.executor
-        else dg.Definitions(jobs=[job], executor=executor_for({"MOSAIC_EXECUTOR": "k8s"}))
-    )
-    return dg.Definitions.merge(defs, extra), chunks
+    return dg.Definitions.merge(defs, dg.Definitions(jobs=[job])), chunks
 
 
 def _run(instance: dg.DagsterInstance, job_name: str):
@@ -254,11 +260,9 @@ def test_chunk_writer_step_job_spec(k8s_instance: dg.DagsterInstance) -> None:
     assert len(names) == len(set(names)), "an env var set twice: Kubernetes keeps the last, silently"
 
 
-def test_chunk_asset_carries_the_writer_tags_when_wired() -> None:
+def test_chunk_asset_carries_the_writer_tags() -> None:
     defs, chunks = _k8s_defs()
     tags = defs.resolve_assets_def(chunks).op.tags
-    if K8S_CONFIG_TAG not in tags:
-        pytest.skip("mosaic_chunks has no op_tags=chunk_writer_tags() yet (defs/mosaic.py)")
     assert tags[K8S_CONFIG_TAG] == chunk_writer_tags()[K8S_CONFIG_TAG]
 
 

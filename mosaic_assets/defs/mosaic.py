@@ -21,6 +21,7 @@ from mosaic_assets.engine.store import ensure_template, store_time_length
 from mosaic_assets.engine.timegrid import step_index
 from mosaic_assets.engine.writer import BlockWriteResult, write_block
 
+from .execution import TEMPLATE_POOL, chunk_writer_tags, store_writes_pool
 from .resources import DataRootResource, StacApiResource
 
 # Multi-partition keys sort by dimension name; "time" < "xy" makes keys time-major
@@ -28,7 +29,15 @@ from .resources import DataRootResource, StacApiResource
 # them into ranged runs (BackfillPolicy.multi_run) instead of one run per partition.
 TIME_DIM = "time"
 BLOCK_DIM = "xy"
-TEMPLATE_POOL = "mosaic_template"  # one template writer at a time (dagster.yaml: pools default_limit 1)
+
+
+# Eager, except that a time step's preview must not wait for blocks no scene touches: those chunk
+# partitions are never materialized, so eager()'s "no dependency missing" would never hold.
+PREVIEW_AFTER_CHUNKS = (
+    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("after its chunks update")
 
 
 @dataclass(frozen=True)
@@ -183,6 +192,8 @@ def build_mosaic_assets(spec: MosaicSpec) -> tuple[MosaicAssets, list[dg.AssetsD
         kinds={"zarr", "gdal"},
         backfill_policy=dg.BackfillPolicy.multi_run(ops.partitions_per_run),
         freshness_policy=freshness,
+        op_tags=chunk_writer_tags(),
+        pool=store_writes_pool(),
     )
     def mosaic_chunks(context: dg.AssetExecutionContext, data_root: DataRootResource):
         """Time step x block of whole chunks, read from the GTI and written into its region.
@@ -209,7 +220,7 @@ def build_mosaic_assets(spec: MosaicSpec) -> tuple[MosaicAssets, list[dg.AssetsD
         group_name=group,
         deps=[dg.AssetDep(mosaic.chunks, partition_mapping=_time_partition_of(TIME_DIM))],
         kinds={"png"},
-        automation_condition=dg.AutomationCondition.eager(),
+        automation_condition=PREVIEW_AFTER_CHUNKS,
     )
     def preview(context: dg.AssetExecutionContext, data_root: DataRootResource):
         """An RGB preview PNG of one time step, also shown inline in the UI."""

@@ -35,7 +35,7 @@ class DataRootResource(dg.ConfigurableResource):
     path: str
 
     def layout(self, spec: MosaicSpec) -> MosaicLayout:
-        return MosaicLayout(spec, Path(self.path))
+        return MosaicLayout(spec, self.path)
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:

@@ -10,6 +10,7 @@ from dagster._core.definitions.automation_tick_evaluation_context import build_r
 from dagster._core.definitions.events import AssetKeyPartitionKey
 
 from mosaic_assets.engine.catalog import load_scene_table
+from mosaic_assets.engine.object_store import exists
 from mosaic_assets.engine.planner import blocks_with_scenes
 
 from .mosaic import MosaicAssets
@@ -21,7 +22,7 @@ def expected_chunk_keys(mosaic: MosaicAssets, instance: dg.DagsterInstance, data
     keys: set[str] = set()
     for step in instance.get_dynamic_partitions(mosaic.partitions.time.name):
         table_path = layout.scene_table(step)
-        if table_path.exists():
+        if exists(table_path):
             blocks = blocks_with_scenes(mosaic.grid, load_scene_table(table_path))
             keys |= {str(mosaic.partitions.chunk_key(step, b.key)) for b in blocks}
     return keys

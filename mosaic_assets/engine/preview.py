@@ -10,12 +10,13 @@ import numpy as np
 import xarray as xr
 from PIL import Image
 
+from .object_store import storage_options
 from .store import VARIABLE
 
 
 def preview_image(store: str, time_index: int, max_size: int = 1024) -> Image.Image:
     """Strided read (no full-resolution load), percentile stretch per band, nodata transparent."""
-    ds = xr.open_zarr(store, mask_and_scale=False, consolidated=True)
+    ds = xr.open_zarr(store, mask_and_scale=False, consolidated=True, storage_options=storage_options(store))
     var = ds[VARIABLE]
     nodata = var.attrs.get("_FillValue", var.encoding.get("_FillValue", 0))
     bands = [str(b) for b in ds["band"].values]
