@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -26,11 +27,27 @@ class ProcessStats:
     returncode: int
 
 
-def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> ProcessStats:
-    """Run ``cmd`` to completion (output passes through) and account for it."""
+class Hung(RuntimeError):
+    """A measured process outlived its timeout (it and its process group were killed)."""
+
+
+def run_measured(
+    cmd: list[str], env: dict[str, str] | None = None, cwd: str | None = None, timeout_s: float | None = None
+) -> ProcessStats:
+    """Run ``cmd`` to completion (output passes through) and account for it. The child leads its own
+    process group, so a hung child and its workers can be killed together, and only they."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, start_new_session=True)
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if timeout_s is not None and time.perf_counter() - started > timeout_s:
+            os.killpg(proc.pid, signal.SIGKILL)
+            os.wait4(proc.pid, 0)
+            proc.returncode = -signal.SIGKILL
+            raise Hung(f"{' '.join(cmd)} still running after {timeout_s:.0f} s: killed")
+        time.sleep(0.01)
     wall = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
     return ProcessStats(wall, usage.ru_utime + usage.ru_stime, proc.returncode)

@@ -43,6 +43,7 @@ def _probe(mode: str, args: dict, workdir: Path, env: dict[str, str] | None = No
         text=True,
         cwd=REPO,
         env=env,
+        timeout=900,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"partition probe {mode} failed:\n{proc.stderr[-3000:]}")

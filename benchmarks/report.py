@@ -31,6 +31,7 @@ def method_figures(runs: list[dict], output_mpx: float) -> dict:
             "mpix_per_s": output_mpx / r["work_s"],
             "peak_rss_mb": r["peak_rss_mb"],
             "process_wall_s": r["process_wall_s"],
+            "load_1m_before": r.get("load_1m_before"),
         }
         for r in runs
     ]

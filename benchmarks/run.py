@@ -31,21 +31,24 @@ COMPARED = ("dagster", "engine_pipeline", "gdal", "odc_stac")  # against ours (t
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def run_method(job: Job, workdir: Path) -> dict:
-    """One run of one method in its own process; raises if it fails."""
+def run_method(job: Job, workdir: Path, timeout_s: float) -> dict:
+    """One run of one method in its own process; raises if it fails or hangs."""
     shutil.rmtree(job.out, ignore_errors=True)
     Path(job.out).mkdir(parents=True)
     job_path = job.save(workdir / f"{job.method}.job.json")
     result_path = workdir / f"{job.method}.result.json"
     result_path.unlink(missing_ok=True)
+    load_before = os.getloadavg()[0]  # a busy neighbour on a shared machine shows here
     stats = run_measured(
-        [sys.executable, "-m", "benchmarks.methods", str(job_path), str(result_path)], cwd=str(dataset.REPO)
+        [sys.executable, "-m", "benchmarks.methods", str(job_path), str(result_path)],
+        cwd=str(dataset.REPO),
+        timeout_s=timeout_s,
     )
     if stats.returncode != 0 or not result_path.exists():
         raise RuntimeError(f"method {job.method} failed (exit {stats.returncode})")
     result = json.loads(result_path.read_text())
     print(f"  {job.method:<16} work {result['work_s']:7.2f} s  process {stats.wall_s:7.2f} s", flush=True)
-    return {**result, "process_wall_s": stats.wall_s, "process_cpu_s": stats.cpu_s}
+    return {**result, "process_wall_s": stats.wall_s, "process_cpu_s": stats.cpu_s, "load_1m_before": load_before}
 
 
 def agreement(job: Job, reference: str) -> dict:
@@ -115,8 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     parser.add_argument("--skip-probes", action="store_true", help="skip partition cost, writer RSS and codecs")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds before a method run counts as hung")
+    parser.add_argument(
+        "--gti-threads",
+        default="1",
+        help="GTI_NUM_THREADS for every method (default 1: GDAL 3.12's multithreaded GTI read deadlocks on "
+        "reprojected sources when the warper shares GDAL's 2-thread pool; see README). 'engine' leaves it unset.",
+    )
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")  # library deprecation and zarr-v3 consolidation notices
+    if args.gti_threads != "engine":
+        os.environ["GTI_NUM_THREADS"] = args.gti_threads  # inherited by every method and its workers
     size = get_size(args.size, args.repeats)
     methods = [m for m in args.methods.split(",") if m]
     if "engine" not in methods:
@@ -137,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     job = Job("engine", spec_path, str(work / "prepared"), "", tuple(steps), args.workers, api)
     print(f"[bench] {len(items)} scenes, {len(steps)} time steps, GTIs in {prep.wall_s:.1f} s; reference + warm-up run")
     reference = replace(job, out=str(work / "reference"))
-    run_method(reference, runs_dir)
+    run_method(reference, runs_dir, args.timeout)
     reference_store = str(Path(reference.out) / "engine.zarr")
 
     runs: dict[str, list[dict]] = {m: [] for m in methods}
@@ -146,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] repeat {r + 1}/{size.repeats}", flush=True)
         for method in methods:
             mjob = replace(job, method=method, out=str(runs_dir / method), reference=reference_store)
-            runs[method].append(run_method(mjob, runs_dir))
+            runs[method].append(run_method(mjob, runs_dir, args.timeout))
             if r == 0 and method in COMPARED:
                 equality[method] = agreement(mjob, reference_store)
 
@@ -158,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         "equal_fraction": {m: e["equal_fraction"] for m, e in equality.items()},
         "equality": equality,
         "dataset": dataset_info,
-        "machine": {**report.machine(), "workers": args.workers},
+        "machine": {**report.machine(), "workers": args.workers, "GTI_NUM_THREADS": os.environ.get("GTI_NUM_THREADS")},
     }
     if not args.skip_probes:
         print("[bench] partition probes and codecs", flush=True)
