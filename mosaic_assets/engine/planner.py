@@ -40,17 +40,21 @@ def plan_items(spec: MosaicSpec, grid: MosaicGrid, items: list[dict]) -> ItemPla
     An unusable item (no projection metadata, ...) is recorded in ``skipped`` instead of stopping the
     batch; the catalog step of its time step fails on it later, naming it."""
     plan = ItemPlan()
-    for item in items:
-        try:
-            table = scene_table(spec, [item])
-        except CatalogError as exc:
-            plan.skipped[str(item.get("id"))] = str(exc)
-            continue
-        step = table["time_step"].iloc[0]
-        if step is None:
-            plan.skipped[str(item.get("id"))] = f"acquired before the time grid starts ({spec.time.start})"
-            continue
-        blocks = blocks_with_scenes(grid, table)
-        if blocks:
-            plan.blocks[step] |= blocks
+    try:
+        tables = [scene_table(spec, items)]  # one table for the batch: the common, fast case
+    except CatalogError:
+        tables = []
+        for item in items:
+            try:
+                tables.append(scene_table(spec, [item]))
+            except CatalogError as exc:
+                plan.skipped[str(item.get("id"))] = str(exc)
+    for table in tables:
+        for (_, row), footprint in zip(table.iterrows(), scene_footprints(grid, table)):
+            if row["time_step"] is None:
+                plan.skipped[row["item_id"]] = f"acquired before the time grid starts ({spec.time.start})"
+                continue
+            blocks = grid.blocks_touching(geom.Geometry(footprint, grid.geobox.crs))
+            if blocks:
+                plan.blocks[row["time_step"]] |= blocks
     return plan
