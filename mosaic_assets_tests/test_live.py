@@ -195,6 +195,7 @@ def test_ui_shows_the_mosaic_assets_and_partitions(live: Live) -> None:
     if not Path(chromium).exists():
         subprocess.run([str(REPO / "scripts" / "ensure_chromium.sh")], check=True, timeout=900)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    live.gql("mutation { setNuxSeen }")  # the first-visit "join the community" dialog would cover the page
     profile = live.tmp / "chromium-profile"
     common = [
         chromium,
