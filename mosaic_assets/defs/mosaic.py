@@ -132,7 +132,7 @@ def build_mosaic_assets(spec: MosaicSpec) -> tuple[MosaicAssets, list[dg.AssetsD
     def scene_catalog(context: dg.AssetExecutionContext, stac_api: StacApiResource, data_root: DataRootResource):
         """Scenes of one time step from the STAC API, as a GeoParquet scene table."""
         step_key = context.partition_key
-        table = search_time_step(spec, stac_api.client(spec), step_key)
+        table = search_time_step(spec, stac_api.client(spec), step_key, stac_api.url or spec.stac.url)
         path = data_root.layout(spec).scene_table(step_key)
         save_scene_table(table, path)
         return dg.MaterializeResult(

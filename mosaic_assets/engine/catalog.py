@@ -7,16 +7,20 @@ The scene table is a GeoDataFrame (footprints in EPSG:4326) saved as GeoParquet.
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import geopandas as gpd
 import pandas as pd
 from odc.geo import geom
 from pystac_client import Client
+from shapely import make_valid
 from shapely.geometry import shape as shapely_shape
 
 from .keys import time_key
@@ -91,18 +95,24 @@ def discover_time_steps(spec: MosaicSpec, client: Client) -> set[str]:
     return {k for item in search_items(spec, client) if (k := item_time_key(spec, item)) is not None}
 
 
-def search_time_step(spec: MosaicSpec, client: Client, step_key: str) -> gpd.GeoDataFrame:
-    """The scene table of one time step."""
+def search_time_step(
+    spec: MosaicSpec, client: Client, step_key: str, catalog_url: str | None = None
+) -> gpd.GeoDataFrame:
+    """The scene table of one time step. ``catalog_url`` is the URL the client was opened with (it
+    decides whether the catalog counts as local for the href policy; never the catalog's own self link)."""
     index = step_index(spec.time, datetime.fromisoformat(step_key))
     lo, hi = step_bounds(spec.time, index)
     window = f"{lo:%Y-%m-%dT%H:%M:%S}Z/{hi - timedelta(microseconds=1):%Y-%m-%dT%H:%M:%S.%f}Z"
     items = [i for i in search_items(spec, client, window) if item_time_key(spec, i) == step_key]
-    return scene_table(spec, items)
+    return scene_table(spec, items, HrefPolicy.for_spec(spec, catalog_url))
 
 
-def scene_table(spec: MosaicSpec, items: list[dict]) -> gpd.GeoDataFrame:
-    """Validate items and tabulate them; raises CatalogError naming the first bad item."""
-    rows = [_scene_row(spec, item) for item in items]
+def scene_table(spec: MosaicSpec, items: list[dict], policy: HrefPolicy | None = None) -> gpd.GeoDataFrame:
+    """Validate items and tabulate them; raises CatalogError naming the first bad item.
+
+    ``policy`` decides which hrefs may reach GDAL (default: the spec's, see ``HrefPolicy.for_spec``)."""
+    policy = policy or HrefPolicy.for_spec(spec)
+    rows = [_scene_row(spec, item, policy) for item in items]
     frame = pd.DataFrame(rows, columns=[*SCENE_COLUMNS, "geometry"])
     return gpd.GeoDataFrame(frame, geometry="geometry", crs="EPSG:4326")
 
@@ -125,19 +135,160 @@ def load_scene_table(path: Location) -> gpd.GeoDataFrame:
     return gpd.read_parquet(io.BytesIO(read_bytes(path)) if is_remote(path) else path)
 
 
-def gdal_path(href: str, item_id: str) -> str:
-    """Map an asset href to the path GDAL opens; refuse schemes we do not read."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Cloud instance-metadata endpoints by name (their IPs are link-local, refused as such)
+_METADATA_HOSTS = {"metadata", "metadata.google.internal", "metadata.azure.internal", "instance-data"}
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+
+
+def _host_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def _is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    ip = _host_ip(host)
+    return host.lower() in _LOOPBACK_NAMES or (ip is not None and ip.is_loopback)
+
+
+@dataclass(frozen=True)
+class HrefPolicy:
+    """Which scene hrefs may reach GDAL.
+
+    ``prefixes``: when set, every href must lie under one of them (absolute paths or URL prefixes).
+    ``local_catalog``: the STAC API is on loopback, so its items may name local files and private
+    hosts; a remote catalog may not (``file:///etc/passwd`` from someone else's catalog is refused).
+    Link-local addresses (169.254.0.0/16, fe80::/10: cloud metadata) are refused whatever the policy.
+    """
+
+    prefixes: tuple[str, ...] | None = None
+    local_catalog: bool = True
+
+    @classmethod
+    def for_spec(cls, spec: MosaicSpec, catalog_url: str | None = None) -> HrefPolicy:
+        host = urlparse(catalog_url or spec.stac.url).hostname
+        return cls(spec.stac.allowed_href_prefixes, _is_loopback_host(host))
+
+    def _under_prefix(self, href: str, local_path: str | None) -> bool:
+        for prefix in self.prefixes or ():
+            if prefix.startswith(("/", "file://")):
+                if local_path is None:
+                    continue
+                base = prefix.removeprefix("file://").rstrip("/") + "/"
+                if local_path.startswith(base):
+                    return True
+            elif href.startswith(prefix):
+                return True
+        return False
+
+    def require(self, href: str, item_id: str, local_path: str | None, host: str | None) -> None:
+        if self.prefixes is not None:
+            if not self._under_prefix(href, local_path):
+                raise CatalogError(
+                    f"item {item_id}: href {href!r} is outside stac.allowed_href_prefixes {list(self.prefixes)}"
+                )
+            return
+        if self.local_catalog:
+            return
+        if local_path is not None:
+            raise CatalogError(
+                f"item {item_id}: href {href!r} is a local file named by a remote catalog; "
+                "list its folder in stac.allowed_href_prefixes if that is intended"
+            )
+        ip = _host_ip(host or "")
+        if _is_loopback_host(host) or (ip is not None and not ip.is_global):
+            raise CatalogError(
+                f"item {item_id}: href {href!r} points at a private or loopback host named by a remote catalog; "
+                "list it in stac.allowed_href_prefixes if that is intended"
+            )
+
+
+def _refuse(href: str, item_id: str, why: str) -> CatalogError:
+    return CatalogError(f"item {item_id}: href {href!r} {why}")
+
+
+def gdal_path(href: str, item_id: str, policy: HrefPolicy | None = None) -> str:
+    """Map an asset href to the path GDAL opens; refuse what must never reach GDAL.
+
+    Always refused: control characters, ``..`` segments, GDAL virtual paths (``/vsicurl/...`` disguised
+    as a local path), option separators in local paths, file URLs with a host, link-local/metadata
+    hosts, schemes we do not read. ``policy`` (default: a local catalog, no prefix list) decides the rest.
+    """
+    policy = policy or HrefPolicy()
+    if not isinstance(href, str) or not href:
+        raise CatalogError(f"item {item_id}: asset has no href")
+    if _CONTROL.search(href):
+        raise _refuse(href, item_id, "contains control characters")
     parsed = urlparse(href)
+    segments = unquote(parsed.path).split("/")
+    if ".." in segments or "." in segments[1:]:
+        raise _refuse(href, item_id, "has '.' or '..' path segments")
     if parsed.scheme in ("", "file"):
-        path = parsed.path if parsed.scheme == "file" else href
+        if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
+            raise _refuse(href, item_id, "is a file URL on another host")
+        path = unquote(parsed.path) if parsed.scheme == "file" else href
         if not path.startswith("/"):
             raise CatalogError(f"item {item_id}: href {href!r} is a relative path; scenes need absolute hrefs")
+        if path.startswith("/vsi") or "?" in path or "&" in path:
+            raise _refuse(href, item_id, "looks like a GDAL virtual path or connection string, not a file")
+        policy.require(href, item_id, path, None)
         return path
     if parsed.scheme in ("http", "https"):
+        host = parsed.hostname
+        if not host:
+            raise _refuse(href, item_id, "has no host")
+        ip = _host_ip(host)
+        if host.lower().rstrip(".") in _METADATA_HOSTS or (ip is not None and (ip.is_link_local or ip.is_multicast)):
+            raise _refuse(href, item_id, "points at a link-local / cloud metadata address, which is never allowed")
+        policy.require(href, item_id, None, host)
         return f"/vsicurl/{href}"
     if parsed.scheme in VSI_PREFIXES:
+        if not parsed.netloc:
+            raise _refuse(href, item_id, "has no bucket")
+        policy.require(href, item_id, None, None)
         return vsi_path(href)
     raise CatalogError(f"item {item_id}: href {href!r} has scheme {parsed.scheme!r}, which is not allowed")
+
+
+_BAD_ID = re.compile(r"[\x00-\x1f\x7f/\\]")
+
+
+def _check_item_id(item: dict) -> str:
+    """Item ids end up in logs, metadata and the GTI index; refuse any that could pass for a path."""
+    item_id = item.get("id")
+    if not isinstance(item_id, str) or not item_id.strip():
+        raise CatalogError(f"item {item_id!r}: has no usable id")
+    if _BAD_ID.search(item_id) or item_id in (".", "..") or len(item_id) > 512:
+        raise CatalogError(
+            f"item {item_id!r}: id contains a path separator, a control character, is '.'/'..' or too long; refused"
+        )
+    return item_id
+
+
+def _item_geometry(item_id: str, raw: dict | None):
+    """The item's footprint (lon/lat): repaired when invalid, refused when missing, empty or crossing ±180° unsplit."""
+    if not raw:
+        raise CatalogError(f"item {item_id}: has no geometry")
+    try:
+        shape = shapely_shape(raw)
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
+        raise CatalogError(f"item {item_id}: geometry is malformed ({exc})") from None
+    if shape.is_empty:
+        raise CatalogError(f"item {item_id}: geometry is empty")
+    minx, miny, maxx, maxy = shape.bounds
+    if not (-180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90):
+        raise CatalogError(f"item {item_id}: geometry bounds {list(shape.bounds)} are outside lon/lat range")
+    parts = getattr(shape, "geoms", [shape])
+    if any(p.bounds[2] - p.bounds[0] > 180 for p in parts):
+        raise CatalogError(
+            f"item {item_id}: geometry crosses the antimeridian without being split at ±180° (RFC 7946 §3.1.9); "
+            "refused rather than read as a band around the globe"
+        )
+    return shape if shape.is_valid else make_valid(shape)
 
 
 def _item_datetime(item: dict) -> datetime:
@@ -149,8 +300,8 @@ def _item_datetime(item: dict) -> datetime:
     return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def _scene_row(spec: MosaicSpec, item: dict) -> dict:
-    item_id = item.get("id", "<no id>")
+def _scene_row(spec: MosaicSpec, item: dict, policy: HrefPolicy) -> dict:
+    item_id = _check_item_id(item)
     props = item.get("properties", {})
     missing = [k for k in ("proj:transform", "proj:shape") if k not in props]
     crs = props.get("proj:code") or (f"EPSG:{props['proj:epsg']}" if props.get("proj:epsg") else props.get("proj:wkt2"))
@@ -170,7 +321,7 @@ def _scene_row(spec: MosaicSpec, item: dict) -> dict:
                 f"item {item_id}: asset {band.asset!r} has {len(declared)} bands, "
                 f"band {band.name!r} asks for index {band.index}"
             )
-        hrefs[band.asset] = gdal_path(asset["href"], item_id)
+        hrefs[band.asset] = gdal_path(asset.get("href"), item_id, policy)
     sort_value = props.get(spec.best_on_top.property)
     when = _item_datetime(item)
     return {
@@ -184,5 +335,5 @@ def _scene_row(spec: MosaicSpec, item: dict) -> dict:
         "transform": [float(v) for v in props["proj:transform"][:6]],
         "shape": [int(v) for v in props["proj:shape"][:2]],
         "hrefs": json.dumps(hrefs, sort_keys=True),
-        "geometry": shapely_shape(item["geometry"]) if item.get("geometry") else None,
+        "geometry": _item_geometry(item_id, item.get("geometry")),
     }

@@ -50,6 +50,26 @@ class StacSource(_Frozen):
     url: str
     collections: Annotated[tuple[str, ...], Field(min_length=1)]
     query_limit: Annotated[int, Field(gt=0, le=10_000)] = 1000
+    allowed_href_prefixes: tuple[str, ...] | None = Field(
+        default=None,
+        description="Where scene hrefs may point (absolute paths like '/data/scenes/' or URL prefixes like "
+        "'https://bucket.s3.amazonaws.com/'). Default: any http(s)/s3/gs/az URL on a public host; local paths "
+        "and private/loopback hosts only when the catalog itself is on loopback. Link-local and cloud "
+        "metadata addresses are always refused.",
+    )
+
+    @field_validator("allowed_href_prefixes")
+    @classmethod
+    def _prefixes(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for prefix in value or ():
+            if not re.match(r"^(/|file:///|https?://[^/]+/|(s3|gs|az)://[^/]+/)", prefix):
+                raise ValueError(
+                    f"{prefix!r} must be an absolute path or a URL prefix with a host and a '/', "
+                    "e.g. '/data/scenes/' or 'https://host/scenes/'"
+                )
+            if ".." in prefix.split("/"):
+                raise ValueError(f"{prefix!r} must not contain '..'")
+        return value
 
     @field_validator("url")
     @classmethod

@@ -1,0 +1,155 @@
+"""Bad and hostile input: hrefs outside the allowlist, ids that could pass for paths, broken
+geometry and absurd specs are refused (with a reason naming the item / key) before GDAL or the
+store sees them."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from mosaic_assets.demo.stac_load import upsert_items
+from mosaic_assets.engine.catalog import CatalogError, HrefPolicy, gdal_path, scene_table
+from mosaic_assets.engine.layout import MosaicLayout
+from mosaic_assets.engine.spec import SpecError, parse_specs
+
+from .conftest import COLLECTION, LoadedScenes, spec_document
+
+pytestmark = pytest.mark.faults
+
+REMOTE = HrefPolicy(local_catalog=False)
+LOCAL = HrefPolicy(local_catalog=True)
+
+
+@pytest.mark.parametrize(
+    "href, policy, why",
+    [
+        ("file:///etc/passwd", REMOTE, "local file named by a remote catalog"),
+        ("/etc/passwd", REMOTE, "local file named by a remote catalog"),
+        ("http://127.0.0.1:8080/a.tif", REMOTE, "private or loopback host"),
+        ("https://10.1.2.3/a.tif", REMOTE, "private or loopback host"),
+        ("http://localhost/a.tif", REMOTE, "private or loopback host"),
+        ("http://169.254.169.254/latest/meta-data/iam/", LOCAL, "link-local / cloud metadata"),
+        ("http://[fe80::1]/a.tif", LOCAL, "link-local / cloud metadata"),
+        ("http://metadata.google.internal/computeMetadata/v1/", LOCAL, "link-local / cloud metadata"),
+        ("/vsicurl/http://169.254.169.254/latest/", LOCAL, "GDAL virtual path"),
+        ("/data/a.tif?bands=1&ovr=0", LOCAL, "GDAL virtual path"),
+        ("/data/scenes/../../etc/passwd", LOCAL, "'..' path segments"),
+        ("https://host/scenes/%2e%2e/secret.tif", LOCAL, "'..' path segments"),
+        ("/data/a.tif\x00.png", LOCAL, "control characters"),
+        ("file://otherhost/share/a.tif", LOCAL, "file URL on another host"),
+        ("https://evil.example.com/a.tif", HrefPolicy(("https://good.example.com/scenes/",)), "outside stac.allowed"),
+        ("/home/user/a.tif", HrefPolicy(("/data/scenes/",)), "outside stac.allowed"),
+        ("/data/scenes-other/a.tif", HrefPolicy(("/data/scenes",)), "outside stac.allowed"),
+    ],
+)
+def test_hostile_hrefs_are_refused_with_a_reason(href: str, policy: HrefPolicy, why: str) -> None:
+    with pytest.raises(CatalogError, match=re.escape("item item-1: ") + ".*" + re.escape(why)):
+        gdal_path(href, "item-1", policy)
+
+
+@pytest.mark.parametrize(
+    "href, policy, expected",
+    [
+        ("https://stac.example.com/scenes/a.tif", REMOTE, "/vsicurl/https://stac.example.com/scenes/a.tif"),
+        ("/data/scenes/a.tif", HrefPolicy(("/data/scenes/",), local_catalog=False), "/data/scenes/a.tif"),
+        ("s3://bucket/scenes/a.tif", HrefPolicy(("s3://bucket/scenes/",)), "/vsis3/bucket/scenes/a.tif"),
+        ("http://127.0.0.1:9000/a.tif", LOCAL, "/vsicurl/http://127.0.0.1:9000/a.tif"),
+    ],
+)
+def test_allowed_hrefs_still_map(href: str, policy: HrefPolicy, expected: str) -> None:
+    assert gdal_path(href, "item-1", policy) == expected
+
+
+def test_catalog_counts_as_remote_by_its_url_not_its_self_link(small_scenes: LoadedScenes) -> None:
+    spec = parse_specs(spec_document(small_scenes.api))[0]
+    assert HrefPolicy.for_spec(spec).local_catalog  # the test API is on 127.0.0.1
+    assert not HrefPolicy.for_spec(spec, "https://earth-search.example.com/v1").local_catalog
+
+
+def test_allowed_prefixes_are_validated() -> None:
+    for bad in (["relative/"], ["https://host"], ["/data/../etc/"]):
+        with pytest.raises(SpecError, match="allowed_href_prefixes"):
+            parse_specs(
+                spec_document(
+                    "http://127.0.0.1:1", stac={"url": "http://x", "collections": ["c"], "allowed_href_prefixes": bad}
+                )
+            )
+
+
+@pytest.mark.parametrize("item_id", ["../../etc/cron.d/x", "a/b", "a\\b", "x\x00y", "line\nbreak", "..", ""])
+def test_item_ids_that_could_be_paths_are_refused(small_scenes: LoadedScenes, item_id: str) -> None:
+    item = copy.deepcopy(small_scenes.items[0])
+    item["id"] = item_id
+    with pytest.raises(CatalogError, match="id"):
+        scene_table(parse_specs(spec_document(small_scenes.api))[0], [item])
+
+
+@pytest.mark.parametrize(
+    "geometry, why",
+    [
+        (None, "has no geometry"),
+        ({"type": "Polygon", "coordinates": []}, "geometry is empty"),
+        ({"type": "Polygon", "coordinates": [[[179, 0], [-179, 0], [-179, 1], [179, 1], [179, 0]]]}, "antimeridian"),
+        ({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 100], [0, 0]]]}, "outside lon/lat range"),
+        ({"type": "Polygon", "coordinates": "nonsense"}, "geometry is malformed"),
+    ],
+)
+def test_bad_geometry_is_refused_with_a_reason(small_scenes: LoadedScenes, geometry: dict | None, why: str) -> None:
+    item = copy.deepcopy(small_scenes.items[0])
+    item["geometry"] = geometry
+    with pytest.raises(CatalogError, match=re.escape(f"item {item['id']}: ") + ".*" + re.escape(why)):
+        scene_table(parse_specs(spec_document(small_scenes.api))[0], [item])
+
+
+def test_invalid_but_repairable_geometry_is_repaired(small_scenes: LoadedScenes) -> None:
+    item = copy.deepcopy(small_scenes.items[0])
+    (x0, y0, x1, y1) = item["bbox"]
+    item["geometry"] = {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y1], [x1, y0], [x0, y1], [x0, y0]]]}
+    table = scene_table(parse_specs(spec_document(small_scenes.api))[0], [item])
+    assert table.geometry.iloc[0].is_valid and not table.geometry.iloc[0].is_empty
+
+
+def test_hostile_item_in_the_real_catalog_fails_its_partition_before_gdal(
+    small_scenes: LoadedScenes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hostile item POSTed to the real STAC API: the catalog partition fails naming it, no scene table
+    (hence no GTI, no GDAL open) is written, and the item is removed again for the other tests."""
+    from mosaic_assets.defs.mosaic import build_mosaic_assets
+    from mosaic_assets.defs.resources import DataRootResource, StacApiResource
+
+    scenes_dir = str(small_scenes.scenes[0].path.parent)
+    doc = spec_document(
+        small_scenes.api,
+        stac={"url": small_scenes.api, "collections": [COLLECTION], "allowed_href_prefixes": [scenes_dir + "/"]},
+    )
+    spec = parse_specs(doc)[0]
+    hostile = copy.deepcopy(small_scenes.items[0])
+    hostile["id"] = "zz-hostile-passwd"
+    hostile["assets"]["data"]["href"] = "file:///etc/passwd"
+    upsert_items(small_scenes.api, COLLECTION, [hostile])
+    try:
+        mosaic, assets = build_mosaic_assets(spec)
+        data = tmp_path / "data"
+        with dg.instance_for_test() as instance:
+            instance.add_dynamic_partitions(mosaic.partitions.time.name, ["2024-06-01"])
+            result = dg.materialize(
+                assets,
+                selection=[mosaic.catalog],
+                partition_key="2024-06-01",
+                instance=instance,
+                resources={"stac_api": StacApiResource(), "data_root": DataRootResource(path=str(data))},
+                raise_on_error=False,
+            )
+            assert not result.success
+            failure = result.get_step_failure_events()[0].step_failure_data.error
+            text = failure.to_string()
+            assert "item zz-hostile-passwd" in text and "/etc/passwd" in text and "allowed_href_prefixes" in text
+        assert not Path(MosaicLayout(spec, data).scene_table("2024-06-01")).exists()
+    finally:
+        import requests
+
+        requests.delete(f"{small_scenes.api}/collections/{COLLECTION}/items/zz-hostile-passwd", timeout=30)
