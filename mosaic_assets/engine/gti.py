@@ -180,6 +180,11 @@ def _index_frame(spec: MosaicSpec, grid: MosaicGrid, scenes: gpd.GeoDataFrame) -
             LOCATION_FIELD: locations,
             SORT_FIELD: priorities(spec, scenes) if len(scenes) else np.array([], dtype=np.int64),
             "item_id": scenes["item_id"].to_list(),
+            # what STAC promised about each scene, so a writer can check the files against it (writer.verify_scenes)
+            "hrefs": scenes["hrefs"].to_list(),
+            "scene_crs": scenes["crs"].to_list(),
+            "scene_shape": [json.dumps([int(v) for v in s]) for s in scenes["shape"]],
+            "scene_transform": [json.dumps([float(v) for v in t]) for t in scenes["transform"]],
         },
         geometry=scene_footprints(grid, scenes),
         crs=grid.geobox.crs.to_wkt(),

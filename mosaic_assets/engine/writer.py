@@ -5,10 +5,17 @@ Why one GDAL read per block (instead of dask reading chunk by chunk): GDAL's GTI
 overlapping scene once per block and can use its own threads (GDAL_NUM_THREADS); the block is
 already bounded by ``partition_bytes``. Parallelism comes from running partitions in separate
 processes. Rerunning a partition writes identical bytes; a block no scene touches writes nothing.
+
+Never silent nodata: before the read, every scene touching the block is opened (header only) and its
+CRS, size, transform and band count are compared with its STAC metadata; a read that fails is traced
+back to the scene(s) that fail it. Either way the partition fails with ``SceneReadError`` naming the
+item id and href, and nothing is written into its region.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from dataclasses import dataclass
 
@@ -16,7 +23,10 @@ import numpy as np
 import pyogrio
 import rasterio
 import xarray as xr
-from rasterio.windows import Window
+from odc.geo.geom import BoundingBox
+from pyproj import CRS
+from rasterio.errors import RasterioError, WindowError
+from rasterio.windows import Window, from_bounds
 
 from .gdal_env import gdal_env
 from .grid import Block, MosaicGrid
@@ -24,6 +34,41 @@ from .gti import INDEX_LAYER, GtiFiles, staged_locally
 from .object_store import exists, storage_options, vsi_path
 from .spec import MosaicSpec
 from .store import VARIABLE
+
+# GDAL messages that say "try again later": HTTP 5xx / 429, timeouts, dropped connections
+_TRANSIENT = re.compile(
+    r"HTTP (?:response )?code:? ?(?:5\d\d|429)|\b(?:50[0234]|429)\b.*(?:error|Service|Gateway)|timed? ?out|"
+    r"Connection (?:reset|refused|aborted)|Could not resolve host|SSL connect error",
+    re.IGNORECASE,
+)
+SCENE_COLUMNS = ["item_id", "hrefs", "scene_crs", "scene_shape", "scene_transform"]
+
+
+class SceneReadError(RuntimeError):
+    """A scene touching a block cannot be read, or contradicts its STAC metadata. The message names
+    the item id and href. ``transient`` is True when GDAL's error looks like a passing HTTP/network fault
+    (worth retrying), False when retrying cannot help (truncated file, 404, wrong CRS)."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+def gdal_messages(exc: BaseException) -> str:
+    """The whole chain of GDAL errors behind a rasterio exception (rasterio's own message is
+    often just 'Read failed. See previous exception for details.')."""
+    seen, messages, current = set(), [], exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current).strip()
+        if text and text not in messages:
+            messages.append(text)
+        current = current.__cause__ or current.__context__
+    return " <- ".join(messages)
+
+
+def _is_transient(message: str) -> bool:
+    return bool(_TRANSIENT.search(message))
 
 
 @dataclass(frozen=True)
@@ -51,6 +96,83 @@ def scenes_in_block(grid: MosaicGrid, files: GtiFiles, block: Block) -> list[str
     return sorted(table["item_id"].tolist())
 
 
+def block_scenes(grid: MosaicGrid, files: GtiFiles, block: Block) -> list[dict]:
+    """What the index says about each scene touching the block (item id, hrefs and the STAC
+    CRS/shape/transform), sorted by item id. Indexes built before these columns existed give ids only."""
+    if not exists(files.index):
+        return []
+    bounds = grid.block_geobox(block.index).extent.boundingbox
+    path = vsi_path(files.index)
+    fields = set(pyogrio.read_info(path, layer=INDEX_LAYER)["fields"])
+    columns = [c for c in SCENE_COLUMNS if c in fields]
+    table = pyogrio.read_dataframe(path, layer=INDEX_LAYER, columns=columns, bbox=tuple(bounds), read_geometry=False)
+    return sorted(table.to_dict("records"), key=lambda r: r["item_id"])
+
+
+def verify_scenes(spec: MosaicSpec, scenes: list[dict]) -> None:
+    """Open each scene's header (same GDAL config as the read) and compare it with its STAC metadata.
+
+    Raises SceneReadError naming the item and href when a file cannot be opened (404, truncated
+    header, not a raster) or its CRS, size, geotransform or band count contradicts STAC: GDAL would
+    otherwise warp it from where the file says it is, and the pixels STAC promised would be nodata."""
+    wanted_bands: dict[str, int] = {}
+    for band in spec.bands:
+        wanted_bands[band.asset] = max(wanted_bands.get(band.asset, 0), band.index)
+    with gdal_env():
+        for scene in scenes:
+            if "hrefs" not in scene:
+                continue  # an index from before these columns: nothing to compare against
+            item_id = scene["item_id"]
+            crs = CRS.from_user_input(scene["scene_crs"])
+            shape = json.loads(scene["scene_shape"])
+            transform = json.loads(scene["scene_transform"])
+            for asset, href in sorted(json.loads(scene["hrefs"]).items()):
+                where = f"item {item_id}: asset {asset!r} href {href}"
+                try:
+                    with rasterio.open(href) as src:
+                        found_crs = CRS.from_wkt(src.crs.to_wkt()) if src.crs else None
+                        found = (src.height, src.width), list(src.transform)[:6], src.count
+                except RasterioError as exc:
+                    message = gdal_messages(exc)
+                    raise SceneReadError(f"{where}: cannot be opened: {message}", _is_transient(message)) from exc
+                problems = []
+                if found_crs is None or not found_crs.equals(crs, ignore_axis_order=True):
+                    problems.append(f"CRS is {found_crs.to_string() if found_crs else None}, STAC says {crs}")
+                if list(found[0]) != list(shape):
+                    problems.append(f"shape is {list(found[0])}, STAC says {list(shape)}")
+                if not np.allclose(found[1], transform, rtol=0, atol=1e-3 * abs(transform[0] or 1)):
+                    problems.append(f"transform is {found[1]}, STAC says {transform}")
+                if found[2] < wanted_bands.get(asset, 1):
+                    problems.append(f"has {found[2]} bands, the spec reads band {wanted_bands[asset]}")
+                if problems:
+                    raise SceneReadError(f"{where}: contradicts its STAC metadata: {'; '.join(problems)}")
+
+
+def _culprits(spec: MosaicSpec, grid: MosaicGrid, block: Block, scenes: list[dict]) -> list[str]:
+    """After a failed block read: read each scene's part of the block at full resolution, alone, and
+    report the ones that fail (item id, href, GDAL's message)."""
+    found = []
+    bounds = grid.block_geobox(block.index).extent
+    with gdal_env():
+        for scene in scenes:
+            if "hrefs" not in scene:
+                continue
+            for asset, href in sorted(json.loads(scene["hrefs"]).items()):
+                indexes = sorted({b.index for b in spec.bands if b.asset == asset})
+                try:
+                    with rasterio.open(href) as src:
+                        box = bounds.to_crs(src.crs.to_wkt()).boundingbox if src.crs else BoundingBox(*src.bounds)
+                        window = from_bounds(*box, transform=src.transform).round_offsets().round_lengths()
+                        try:
+                            window = window.intersection(Window(0, 0, src.width, src.height))
+                        except WindowError:
+                            continue  # this scene's raster does not reach into the block
+                        src.read(indexes, window=window)
+                except RasterioError as exc:
+                    found.append(f"item {scene['item_id']}: asset {asset!r} href {href}: {gdal_messages(exc)}")
+    return found
+
+
 def read_block(files: GtiFiles, block: Block) -> np.ndarray:
     """(band, y, x) pixels of the block from the GTI, under the writer's GDAL config."""
     window = Window(block.cols.start, block.rows.start, block.shape[1], block.shape[0])
@@ -63,11 +185,21 @@ def write_block(
 ) -> BlockWriteResult:
     started = time.perf_counter()
     files = staged_locally(spec, grid, files)  # an object-store GTI is read from a local copy of its index
-    scenes = scenes_in_block(grid, files, block)
+    scenes = block_scenes(grid, files, block)
     pixels = block.shape[0] * block.shape[1]
     if not scenes:
         return BlockWriteResult(0, pixels, 0, 0, 0, time.perf_counter() - started)
-    data = read_block(files, block)
+    verify_scenes(spec, scenes)
+    try:
+        data = read_block(files, block)
+    except RasterioError as exc:
+        message = gdal_messages(exc)
+        culprits = _culprits(spec, grid, block, scenes)
+        named = "; ".join(culprits) or "no single scene fails alone; scenes: " + ", ".join(s["item_id"] for s in scenes)
+        raise SceneReadError(
+            f"block {block.key}: reading the GTI failed ({message}); {named}",
+            transient=_is_transient(message) or any(_is_transient(c) for c in culprits),
+        ) from exc
     region = {
         "time": slice(time_index, time_index + 1),
         "band": slice(0, len(spec.bands)),
