@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -70,6 +71,7 @@ def machine() -> dict:
 
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "git": git_state(),
         "cpu": cpu,
         "cores": os.cpu_count(),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
@@ -77,6 +79,17 @@ def machine() -> dict:
         "gdal": rasterio.__gdal_version__,
         "packages": packages,
     }
+
+
+def git_state() -> dict:
+    """The commit measured, and whether the work tree differed from it (the engine may be changing)."""
+    repo = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True).stdout
+
+    dirty = [line[3:] for line in git("status", "--porcelain", "--", "mosaic_assets").splitlines() if line]
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "engine_files_changed": dirty}
 
 
 def write_json(document: dict, *paths: Path) -> None:
