@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from mosaic_assets.defs.checks import build_mosaic_checks
 from mosaic_assets.defs.execution import executor_for
 from mosaic_assets.defs.mosaic import build_mosaic_assets
 from mosaic_assets.defs.resources import REPO_ROOT, default_resources
@@ -33,10 +34,11 @@ def spec_path() -> Path:
 def build_definitions(path: Path | None = None) -> dg.Definitions:
     require_gti_driver()
     specs = load_specs(path or spec_path())
-    assets, sensors, schedules = [], [], []
+    assets, checks, sensors, schedules = [], [], [], []
     for spec in specs:
         mosaic, mosaic_assets = build_mosaic_assets(spec)
         assets += mosaic_assets
+        checks += build_mosaic_checks(mosaic)
         sensors.append(build_stac_sensor(mosaic))
         schedules.append(build_repair_schedule(mosaic))
     automation = dg.AutomationConditionSensorDefinition(
@@ -47,7 +49,8 @@ def build_definitions(path: Path | None = None) -> dg.Definitions:
         description="Evaluates the eager conditions (GTI after catalog, preview after chunks)",
     )
     return dg.Definitions(
-        assets=assets,
+        # checks ride in ``assets`` so every materialize(defs.assets, ...) (run.py build, tests) runs them too
+        assets=[*assets, *checks],
         sensors=[*sensors, automation],
         schedules=schedules,
         resources=default_resources(),

@@ -1,0 +1,109 @@
+"""Asset checks of a mosaic, visible in the UI next to each asset (and each chunk partition).
+
+- ``store_georeferencing`` (zarr_template): the store's grid fingerprint and CF georeferencing match
+  the spec. Blocking: with a store on another grid, no chunk writer runs downstream.
+- ``chunks_complete`` (mosaic_chunks, per partition): every chunk a scene footprint covers exists.
+- ``valid_pixels_match_footprints`` (mosaic_chunks, per partition): the valid-pixel fraction is not
+  below the footprints' coverage of the block (catches nodata where scenes promised data).
+
+All are ERROR severity and blocking, so a failure holds back downstream automation (the preview).
+The logic lives in ``engine.audit``; this module only adapts it to Dagster.
+"""
+
+import dagster as dg
+
+from mosaic_assets.engine.audit import chunk_audit, coverage_audit, georeferencing_problems
+from mosaic_assets.engine.catalog import load_scene_table
+from mosaic_assets.engine.keys import BlockIndex, parse_time_key
+from mosaic_assets.engine.object_store import exists
+from mosaic_assets.engine.store import store_exists
+from mosaic_assets.engine.timegrid import step_index
+
+from .mosaic import MosaicAssets, MosaicPartitions
+from .resources import DataRootResource
+
+
+def build_mosaic_checks(mosaic: MosaicAssets) -> list[dg.AssetChecksDefinition]:
+    spec, grid = mosaic.spec, mosaic.grid
+
+    @dg.asset_check(asset=mosaic.template, name="store_georeferencing", blocking=True)
+    def store_georeferencing(data_root: DataRootResource) -> dg.AssetCheckResult:
+        """The store's grid (fingerprint, CF CRS and transform, shape) is the spec's grid."""
+        store = data_root.layout(spec).store
+        if not store_exists(store):
+            return dg.AssetCheckResult(passed=False, description=f"no store at {store}")
+        problems = georeferencing_problems(spec, grid, store)
+        return dg.AssetCheckResult(
+            passed=not problems,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description="; ".join(problems) or "store grid matches the spec",
+            metadata={"store": dg.MetadataValue.path(store), "crs": str(grid.geobox.crs)},
+        )
+
+    def _partitions(context: dg.AssetCheckExecutionContext):
+        """(partition key, time step key, block) of each partition the run covers (ranged runs too)."""
+        for key in context.partition_keys:
+            step_key, block_key = MosaicPartitions.split_chunk_key(key)
+            yield key, step_key, grid.block(BlockIndex.parse(block_key))
+
+    def _scenes(data_root: DataRootResource, step_key: str):
+        path = data_root.layout(spec).scene_table(step_key)
+        return load_scene_table(path) if exists(path) else None
+
+    @dg.asset_check(asset=mosaic.chunks, name="chunks_complete", blocking=True, partitions_def=mosaic.partitions.chunks)
+    def chunks_complete(context: dg.AssetCheckExecutionContext, data_root: DataRootResource) -> dg.AssetCheckResult:
+        """Every chunk of the block that a scene's valid-data footprint covers is in the store."""
+        store = data_root.layout(spec).store
+        missing, expected, present = {}, 0, 0
+        for key, step_key, block in _partitions(context):
+            scenes = _scenes(data_root, step_key)
+            if scenes is None:
+                missing[str(key)] = "no scene table"
+                continue
+            audit = chunk_audit(grid, store, step_index(spec.time, parse_time_key(step_key)), block, scenes)
+            expected, present = expected + len(audit.expected), present + len(audit.present)
+            if audit.missing:
+                missing[str(key)] = [f"{r}/{c}" for r, c in audit.missing]
+        return dg.AssetCheckResult(
+            passed=not missing,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=f"missing chunks: {missing}" if missing else "every covered chunk is present",
+            metadata={
+                "chunks_expected": expected,
+                "chunks_present": present,
+                "missing": dg.MetadataValue.json(missing),
+            },
+        )
+
+    @dg.asset_check(
+        asset=mosaic.chunks,
+        name="valid_pixels_match_footprints",
+        blocking=True,
+        partitions_def=mosaic.partitions.chunks,
+    )
+    def valid_pixels_match_footprints(
+        context: dg.AssetCheckExecutionContext, data_root: DataRootResource
+    ) -> dg.AssetCheckResult:
+        """The block's valid-pixel fraction is at least the scene footprints' coverage (minus edge tolerance)."""
+        store = data_root.layout(spec).store
+        failures, figures = {}, {}
+        for key, step_key, block in _partitions(context):
+            scenes = _scenes(data_root, step_key)
+            if scenes is None:
+                failures[str(key)] = "no scene table"
+                continue
+            audit = coverage_audit(spec, grid, store, step_index(spec.time, parse_time_key(step_key)), block, scenes)
+            figures[str(key)] = [audit.valid_fraction, audit.footprint_fraction, audit.tolerance]
+            if not audit.passed:
+                failures[str(key)] = (
+                    f"valid {audit.valid_fraction:.4f} < footprint coverage {audit.footprint_fraction:.4f} "
+                    f"- tolerance {audit.tolerance:.4f}"
+                )
+        return dg.AssetCheckResult(
+            passed=not failures,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=f"silent nodata suspected: {failures}" if failures else "valid pixels cover the footprints",
+            metadata={"valid_footprint_tolerance": dg.MetadataValue.json(figures)},
+        )
+
+    return [store_georeferencing, chunks_complete, valid_pixels_match_footprints]

@@ -1,0 +1,156 @@
+"""Audits of what is in the store, independent of the code that wrote it (the asset checks call these).
+
+- ``chunk_audit``: every chunk of a block that a scene's valid-data footprint (the STAC geometry)
+  covers must exist in the store; chunks no footprint touches are legitimately absent.
+- ``coverage_audit``: the block's valid-pixel fraction in the store against the fraction of the block
+  that the footprints cover: a read that failed silently (nodata where a scene promised data) shows up
+  as a valid fraction well below the coverage.
+- ``georeferencing_problems``: the store's grid fingerprint and its CF georeferencing (what rioxarray
+  and GDAL read) against the spec's grid.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import fsspec
+import geopandas as gpd
+import numpy as np
+import rasterio
+import shapely
+import zarr
+from odc.geo import geom
+from shapely.geometry import box
+
+from .gdal_env import gdal_env
+from .grid import Block, MosaicGrid
+from .object_store import storage_options, vsi_path
+from .spec import MosaicSpec
+from .store import FINGERPRINT_ATTR, VARIABLE, fingerprint
+
+# A chunk counts as "covered" only where the footprint, shrunk by this many pixels, still reaches it:
+# STAC geometries are often drawn a pixel or two generously around the data.
+FOOTPRINT_MARGIN_PIXELS = 2
+
+
+@dataclass(frozen=True)
+class ChunkAudit:
+    expected: list[tuple[int, int]] = field(default_factory=list)  # (chunk row, chunk col) a footprint covers
+    present: list[tuple[int, int]] = field(default_factory=list)
+    missing: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.missing
+
+
+def _footprints(grid: MosaicGrid, scenes: gpd.GeoDataFrame):
+    """Union of the scenes' valid-data footprints (STAC geometry, lon/lat) in the grid CRS."""
+    res = abs(grid.geobox.resolution.x)
+    shapes = [
+        geom.Geometry(g, "EPSG:4326").to_crs(grid.geobox.crs, resolution=res).geom
+        for g in scenes.geometry
+        if g is not None and not g.is_empty
+    ]
+    return shapely.union_all(shapes) if shapes else shapely.Polygon()
+
+
+def _chunk_boxes(grid: MosaicGrid, block: Block):
+    cy, cx = grid.chunk_shape
+    affine = grid.geobox.affine
+    for r in range(block.rows.start // cy, -(-block.rows.stop // cy)):
+        for c in range(block.cols.start // cx, -(-block.cols.stop // cx)):
+            y0, y1 = r * cy, min((r + 1) * cy, grid.shape[0])
+            x0, x1 = c * cx, min((c + 1) * cx, grid.shape[1])
+            (ax, ay), (bx, by) = affine * (x0, y0), affine * (x1, y1)
+            yield (r, c), box(min(ax, bx), min(ay, by), max(ax, bx), max(ay, by))
+
+
+def _chunk_key(time_index: int, row: int, col: int) -> str:
+    return f"{VARIABLE}/c/{time_index}/0/{row}/{col}"
+
+
+def chunk_audit(grid: MosaicGrid, store: str, time_index: int, block: Block, scenes: gpd.GeoDataFrame) -> ChunkAudit:
+    res = abs(grid.geobox.resolution.x)
+    covered = _footprints(grid, scenes).buffer(-FOOTPRINT_MARGIN_PIXELS * res)
+    fs, root = fsspec.core.url_to_fs(store, **(storage_options(store) or {}))
+    expected, present, missing = [], [], []
+    for index, chunk_box in _chunk_boxes(grid, block):
+        exists = fs.exists(f"{root.rstrip('/')}/{_chunk_key(time_index, *index)}")
+        if exists:
+            present.append(index)
+        if covered.intersects(chunk_box):
+            expected.append(index)
+            if not exists:
+                missing.append(index)
+    return ChunkAudit(expected, present, missing)
+
+
+@dataclass(frozen=True)
+class CoverageAudit:
+    valid_fraction: float
+    footprint_fraction: float
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        return self.valid_fraction >= self.footprint_fraction - self.tolerance
+
+
+def coverage_audit(
+    spec: MosaicSpec, grid: MosaicGrid, store: str, time_index: int, block: Block, scenes: gpd.GeoDataFrame
+) -> CoverageAudit:
+    """Valid fraction of the block in the store (any band valid) vs the footprints' share of the block.
+
+    The tolerance is the share of the block within two pixels of a footprint edge, plus 1 %: pixels a
+    generously drawn footprint includes but no scene fills."""
+    array = zarr.open_array(store, path=VARIABLE, mode="r", storage_options=storage_options(store))
+    data = np.asarray(array[time_index, :, block.rows, block.cols])
+    valid = float(np.any(data != spec.nodata, axis=0).mean())
+    block_box = _block_box(grid, block)
+    footprints = _footprints(grid, scenes)
+    res = abs(grid.geobox.resolution.x)
+    coverage = footprints.intersection(block_box).area / block_box.area
+    edge = footprints.boundary.buffer(FOOTPRINT_MARGIN_PIXELS * res).intersection(block_box).area / block_box.area
+    return CoverageAudit(round(valid, 6), round(coverage, 6), round(edge + 0.01, 6))
+
+
+def _block_box(grid: MosaicGrid, block: Block):
+    affine = grid.geobox.affine
+    (ax, ay), (bx, by) = affine * (block.cols.start, block.rows.start), affine * (block.cols.stop, block.rows.stop)
+    return box(min(ax, bx), min(ay, by), max(ax, bx), max(ay, by))
+
+
+def georeferencing_problems(spec: MosaicSpec, grid: MosaicGrid, store: str) -> list[str]:
+    """What about the store's grid disagrees with the spec (empty: it matches)."""
+    import rioxarray  # noqa: F401  (registers .rio)
+    import xarray as xr
+
+    problems = []
+    group = zarr.open_group(store, mode="r", storage_options=storage_options(store))
+    found = json.loads(group.attrs.get(FINGERPRINT_ATTR, "null") or "null")
+    wanted = json.loads(json.dumps(fingerprint(spec, grid), sort_keys=True))
+    if found != wanted:
+        diffs = sorted(k for k in wanted if (found or {}).get(k) != wanted[k]) if found else ["<no fingerprint>"]
+        problems.append(f"grid fingerprint differs in {diffs}")
+    ds = xr.open_zarr(store, consolidated=False, mask_and_scale=False, storage_options=storage_options(store))
+    var = ds[VARIABLE]
+    crs = var.rio.crs
+    if crs is None or not grid.geobox.crs.proj.equals(crs.to_wkt(), ignore_axis_order=True):
+        problems.append(f"CF CRS is {crs}, the spec's grid is {grid.geobox.crs}")
+    transform = tuple(var.rio.transform())[:6]
+    if not np.allclose(transform, tuple(grid.geobox.affine)[:6], rtol=0, atol=1e-6 * spec.resolution):
+        problems.append(f"CF transform is {transform}, the spec's grid is {tuple(grid.geobox.affine)[:6]}")
+    if tuple(var.shape[2:]) != grid.shape:
+        problems.append(f"y/x shape is {tuple(var.shape[2:])}, the spec's grid is {grid.shape}")
+    # and as GDAL's Zarr driver sees it (it reads the spatial_ref GeoTransform / WKT, not the coordinates)
+    with gdal_env(), rasterio.open(f'ZARR:"{vsi_path(store)}":/{VARIABLE}') as gdal_view:
+        if gdal_view.crs is None or not grid.geobox.crs.proj.equals(gdal_view.crs.to_wkt(), ignore_axis_order=True):
+            problems.append(f"GDAL reads CRS {gdal_view.crs}, the spec's grid is {grid.geobox.crs}")
+        gdal_transform = tuple(gdal_view.transform)[:6]
+        if not np.allclose(gdal_transform, tuple(grid.geobox.affine)[:6], rtol=0, atol=1e-6 * spec.resolution):
+            problems.append(
+                f"GDAL reads transform {gdal_transform}, the spec's grid is {tuple(grid.geobox.affine)[:6]}"
+            )
+    return problems
