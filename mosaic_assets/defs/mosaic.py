@@ -11,15 +11,15 @@ from datetime import timedelta
 
 import dagster as dg
 
-from mosaic_assets.engine.catalog import load_scene_table, save_scene_table, search_time_step
+from mosaic_assets.engine.catalog import CatalogError, load_scene_table, save_scene_table, search_time_step
 from mosaic_assets.engine.grid import MosaicGrid
 from mosaic_assets.engine.gti import build_gti
 from mosaic_assets.engine.keys import BlockIndex, parse_time_key
 from mosaic_assets.engine.preview import preview_markdown, write_preview
 from mosaic_assets.engine.spec import MosaicSpec
-from mosaic_assets.engine.store import ensure_template, store_time_length
+from mosaic_assets.engine.store import StoreMismatch, ensure_template, store_time_length
 from mosaic_assets.engine.timegrid import step_index
-from mosaic_assets.engine.writer import BlockWriteResult, write_block
+from mosaic_assets.engine.writer import BlockWriteResult, SceneReadError, write_block
 
 from .execution import TEMPLATE_POOL, chunk_writer_tags, store_writes_pool
 from .resources import DataRootResource, StacApiResource
@@ -100,6 +100,18 @@ class MosaicAssets:
         return self.key("preview")
 
 
+# Transient faults (HTTP 5xx/429 and timeouts from the object store or the STAC API, dropped
+# connections) are retried with exponential backoff and jitter; deterministic ones (a truncated or
+# contradicting scene, a bad item, a store on another grid) raise dg.Failure(allow_retries=False)
+# and fail at once: retrying cannot fix them. GDAL retries HTTP reads itself first (gdal_env).
+TRANSIENT_RETRY = dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+def deterministic_failure(exc: Exception) -> dg.Failure:
+    """A failure that bypasses the retry policy, with the engine's message (item id, href, key) intact."""
+    return dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False)
+
+
 def _time_partition_of(dim: str) -> dg.MultiToSingleDimensionPartitionMapping:
     return dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=dim)
 
@@ -128,11 +140,20 @@ def build_mosaic_assets(spec: MosaicSpec) -> tuple[MosaicAssets, list[dg.AssetsD
         warn_window=timedelta(hours=ops.freshness_warn_hours) if ops.freshness_warn_hours else None,
     )
 
-    @dg.asset(key=mosaic.catalog, partitions_def=parts.time, group_name=group, kinds={"stac", "parquet"})
+    @dg.asset(
+        key=mosaic.catalog,
+        partitions_def=parts.time,
+        group_name=group,
+        kinds={"stac", "parquet"},
+        retry_policy=TRANSIENT_RETRY,
+    )
     def scene_catalog(context: dg.AssetExecutionContext, stac_api: StacApiResource, data_root: DataRootResource):
         """Scenes of one time step from the STAC API, as a GeoParquet scene table."""
         step_key = context.partition_key
-        table = search_time_step(spec, stac_api.client(spec), step_key, stac_api.url or spec.stac.url)
+        try:
+            table = search_time_step(spec, stac_api.client(spec), step_key, stac_api.url or spec.stac.url)
+        except CatalogError as exc:
+            raise deterministic_failure(exc) from exc
         path = data_root.layout(spec).scene_table(step_key)
         save_scene_table(table, path)
         return dg.MaterializeResult(
@@ -194,6 +215,7 @@ def build_mosaic_assets(spec: MosaicSpec) -> tuple[MosaicAssets, list[dg.AssetsD
         freshness_policy=freshness,
         op_tags=chunk_writer_tags(),
         pool=store_writes_pool(),
+        retry_policy=TRANSIENT_RETRY,
     )
     def mosaic_chunks(context: dg.AssetExecutionContext, data_root: DataRootResource):
         """Time step x block of whole chunks, read from the GTI and written into its region.
@@ -208,10 +230,18 @@ def build_mosaic_assets(spec: MosaicSpec) -> tuple[MosaicAssets, list[dg.AssetsD
             if time_index >= length:
                 raise dg.Failure(
                     f"store {layout.store} has {length} time steps, {step_key} needs {time_index + 1}: "
-                    f"materialize {mosaic.template.to_user_string()} first"
+                    f"materialize {mosaic.template.to_user_string()} first",
+                    allow_retries=False,
                 )
             block = grid.block(BlockIndex.parse(block_key))
-            results.append(write_block(spec, grid, layout.store, layout.gti(step_key), time_index, block))
+            try:
+                results.append(write_block(spec, grid, layout.store, layout.gti(step_key), time_index, block))
+            except SceneReadError as exc:
+                if exc.transient:
+                    raise  # the retry policy takes it
+                raise deterministic_failure(exc) from exc
+            except StoreMismatch as exc:
+                raise deterministic_failure(exc) from exc
         return dg.MaterializeResult(metadata=_sum_results(results))
 
     @dg.asset(

@@ -13,6 +13,7 @@ import rasterio
 from .object_store import gdal_s3_config
 
 MEMORY_ENV = "MOSAIC_WORKER_MEMORY_GB"
+OPERATOR_OVERRIDES = ("GDAL_HTTP_MAX_RETRY", "GDAL_HTTP_RETRY_DELAY", "GDAL_HTTP_TIMEOUT", "GDAL_HTTP_CONNECTTIMEOUT")
 DEFAULT_MEMORY_GB = 2.0
 
 
@@ -32,8 +33,11 @@ def worker_config(memory_gb: float, debug: bool = False) -> dict[str, str]:
     """GDAL config options for a writer with ``memory_gb`` of memory."""
     gib = 1024**3
     return {
-        "GDAL_HTTP_MAX_RETRY": "20",
-        "GDAL_HTTP_RETRY_DELAY": "30",
+        # GDAL retries HTTP 429/5xx itself with exponential backoff (measured: delays d, ~2d, ~4d, ...), so
+        # the seed's 20 retries from 30 s would wait ~30 s x 2^20 (a year) on a store that stays down.
+        # 5 from 1 s is ~31-60 s; past that the error reaches Dagster, whose RetryPolicy retries the step.
+        "GDAL_HTTP_MAX_RETRY": "5",
+        "GDAL_HTTP_RETRY_DELAY": "1",
         "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
         "GDAL_HTTP_MULTIPLEX": "YES",
         "GDAL_HTTP_VERSION": "2",
@@ -59,6 +63,9 @@ def gdal_env(memory_gb: float | None = None) -> rasterio.Env:
     object-store endpoint when only botocore's spelling of it is set (see object_store)."""
     options: dict[str, str | bool] = dict(worker_config(memory_gb if memory_gb is not None else worker_memory_gb()))
     options.update(gdal_s3_config())
+    for key in OPERATOR_OVERRIDES:  # an operator's explicit setting in the environment wins
+        if os.environ.get(key):
+            options[key] = os.environ[key]
     options["CPL_DEBUG"] = options["CPL_DEBUG"] == "ON"
     options["GDAL_CACHEMAX"] = int(options["GDAL_CACHEMAX"])
     return rasterio.Env(**options)

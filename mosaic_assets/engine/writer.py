@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyogrio
 import rasterio
+import rasterio.cache
 import xarray as xr
 from odc.geo.geom import BoundingBox
 from pyproj import CRS
@@ -180,6 +181,20 @@ def read_block(files: GtiFiles, block: Block) -> np.ndarray:
         return mosaic.read(window=window)
 
 
+def _verified_read(spec: MosaicSpec, grid: MosaicGrid, files: GtiFiles, block: Block, scenes: list[dict]) -> np.ndarray:
+    verify_scenes(spec, scenes)
+    try:
+        return read_block(files, block)
+    except RasterioError as exc:
+        message = gdal_messages(exc)
+        culprits = _culprits(spec, grid, block, scenes)
+        named = "; ".join(culprits) or "no single scene fails alone; scenes: " + ", ".join(s["item_id"] for s in scenes)
+        raise SceneReadError(
+            f"block {block.key}: reading the GTI failed ({message}); {named}",
+            transient=_is_transient(message) or any(_is_transient(c) for c in culprits),
+        ) from exc
+
+
 def write_block(
     spec: MosaicSpec, grid: MosaicGrid, store: str, files: GtiFiles, time_index: int, block: Block
 ) -> BlockWriteResult:
@@ -189,17 +204,14 @@ def write_block(
     pixels = block.shape[0] * block.shape[1]
     if not scenes:
         return BlockWriteResult(0, pixels, 0, 0, 0, time.perf_counter() - started)
-    verify_scenes(spec, scenes)
     try:
-        data = read_block(files, block)
-    except RasterioError as exc:
-        message = gdal_messages(exc)
-        culprits = _culprits(spec, grid, block, scenes)
-        named = "; ".join(culprits) or "no single scene fails alone; scenes: " + ", ".join(s["item_id"] for s in scenes)
-        raise SceneReadError(
-            f"block {block.key}: reading the GTI failed ({message}); {named}",
-            transient=_is_transient(message) or any(_is_transient(c) for c in culprits),
-        ) from exc
+        data = _verified_read(spec, grid, files, block, scenes)
+    except SceneReadError as exc:
+        if exc.transient:
+            # GDAL remembers a failed HTTP response for the life of the process: forget it, so that a
+            # retry in this process (Dagster's in-process executor, a ranged run) asks the server again
+            rasterio.cache.invalidate_all()
+        raise
     region = {
         "time": slice(time_index, time_index + 1),
         "band": slice(0, len(spec.bands)),
