@@ -21,6 +21,7 @@ from odc.geo import geom
 
 from mosaic_assets.demo.scenes import SceneSetConfig, collection_document, generate_scenes, scene_item
 from mosaic_assets.demo.stac_load import upsert_collection, upsert_items
+from mosaic_assets.engine.spec import MosaicSpec
 
 from .sizes import BenchSize
 
@@ -87,6 +88,9 @@ def bench_spec(size: BenchSize, api: str, items: list[dict], grow: float = 1.0) 
         stac={"url": api, "collections": [size.collection]},
         area={"bbox": [left, bottom, right, top], "crs": mosaic["crs"]},
     )
+    if "allow_huge" in MosaicSpec.model_fields:
+        # The size guard counts blocks x daily steps over ten years; the benchmark builds two steps.
+        mosaic["allow_huge"] = True
     return {"mosaics": [mosaic]}
 
 

@@ -136,6 +136,8 @@ def table(doc: dict) -> str:
 def _partition_lines(p: dict) -> list[str]:
     if not p:
         return []
+    if "error" in p:
+        return ["", f"partition probes failed: {p['error'][-500:]}"]
     lines = [""]
     for where in ("engine", "dagster"):
         c = p.get("cost", {}).get(where)

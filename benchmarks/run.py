@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import warnings
 from dataclasses import replace
@@ -175,9 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_probes:
         print("[bench] partition probes and codecs", flush=True)
         grown = replace(job, spec=grown_path, data_root=str(work / "prepared_x4"), steps=tuple(grown_steps))
-        cost = probes.partition_cost(grown, runs_dir, repeats=3)
-        rss = probes.writer_rss(job, grown, runs_dir)
-        doc["partitions"] = {"cost": cost, "writer_rss": rss, "targets": partition_targets(cost, rss)}
+        try:  # a failing probe must not cost the method figures above
+            cost = probes.partition_cost(grown, runs_dir, repeats=3)
+            rss = probes.writer_rss(job, grown, runs_dir)
+            doc["partitions"] = {"cost": cost, "writer_rss": rss, "targets": partition_targets(cost, rss)}
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            doc["partitions"] = {"error": str(exc)[-3000:]}
         spec = spec_of(spec_path)
         chunks = list(codec_compare.stored_chunks(reference_store, time_index(spec, steps[0]), spec.nodata, limit=24))
         doc["codecs"] = codec_compare.measure(chunks)
