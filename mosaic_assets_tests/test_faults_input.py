@@ -153,3 +153,32 @@ def test_hostile_item_in_the_real_catalog_fails_its_partition_before_gdal(
         import requests
 
         requests.delete(f"{small_scenes.api}/collections/{COLLECTION}/items/zz-hostile-passwd", timeout=30)
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ({"resolution": 0.05}, "TiB uncompressed (limit 10 TiB)"),  # the test area at 5 cm: ~1,300 TiB
+        ({"chunks": {"y": 128, "x": 128}, "partition_bytes": "128KiB"}, "chunk partitions"),  # 81 blocks x 3,660 days
+        (
+            {"area": {"bbox": [-25.0, 34.0, 45.0, 72.0], "crs": "EPSG:4326"}, "crs": "EPSG:3035"},
+            "Dagster holds ~100,000 per asset",
+        ),
+    ],
+)
+def test_absurd_mosaic_is_refused_with_its_estimate_before_any_partition_exists(overrides: dict, expected: str) -> None:
+    from mosaic_assets.defs.mosaic import build_mosaic_assets
+
+    spec = parse_specs(spec_document("http://127.0.0.1:1", **overrides))[0]
+    with pytest.raises(SpecError, match=re.escape(expected)) as refused:
+        build_mosaic_assets(spec)
+    assert "allow_huge: true" in str(refused.value) and "over 10 years" in str(refused.value)
+
+
+def test_allow_huge_lets_an_intended_big_mosaic_through() -> None:
+    from mosaic_assets.engine.grid import MosaicGrid, check_size
+
+    doc = spec_document("http://127.0.0.1:1", chunks={"y": 128, "x": 128}, partition_bytes="128KiB", allow_huge=True)
+    spec = parse_specs(doc)[0]
+    estimate = check_size(spec, MosaicGrid.from_spec(spec))
+    assert estimate.partitions > 100_000

@@ -12,7 +12,7 @@ from datetime import timedelta
 import dagster as dg
 
 from mosaic_assets.engine.catalog import CatalogError, load_scene_table, save_scene_table, search_time_step
-from mosaic_assets.engine.grid import MosaicGrid
+from mosaic_assets.engine.grid import MosaicGrid, check_size
 from mosaic_assets.engine.gti import build_gti
 from mosaic_assets.engine.keys import BlockIndex, parse_time_key
 from mosaic_assets.engine.preview import preview_markdown, write_preview
@@ -131,6 +131,7 @@ def _sum_results(results: list[BlockWriteResult]) -> dict:
 
 def build_mosaic_assets(spec: MosaicSpec) -> tuple[MosaicAssets, list[dg.AssetsDefinition]]:
     grid = MosaicGrid.from_spec(spec)
+    check_size(spec, grid)  # before the static partitions enumerate every block of an absurd grid
     parts = MosaicPartitions.for_spec(spec, grid)
     mosaic = MosaicAssets(spec, grid, parts)
     group = spec.name

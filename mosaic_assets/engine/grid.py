@@ -17,7 +17,13 @@ from odc.geo import geom
 from odc.geo.geobox import GeoBox, GeoboxTiles
 
 from .keys import BlockIndex
-from .spec import MosaicSpec
+from .spec import MosaicSpec, SpecError
+
+# What a mosaic may grow to over HORIZON_YEARS before it needs ``allow_huge: true``.
+MAX_STORE_BYTES = 10 * 1024**4  # 10 TiB uncompressed
+MAX_PARTITIONS_PER_ASSET = 100_000  # Dagster's practical ceiling per asset
+HORIZON_YEARS = 10
+STEPS_PER_YEAR = {"daily": 366, "monthly": 12, "yearly": 1}
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,55 @@ class MosaicGrid:
     def y_coords(self) -> np.ndarray:
         a = self.geobox.affine
         return a.f + a.e * (np.arange(self.shape[0]) + 0.5)
+
+
+@dataclass(frozen=True)
+class SizeEstimate:
+    """How big a mosaic gets over ``years`` (the time axis has no end, so a horizon is assumed)."""
+
+    shape: tuple[int, int]
+    blocks_per_step: int
+    steps: int
+    bytes_per_step: int
+
+    @property
+    def partitions(self) -> int:
+        return self.blocks_per_step * self.steps
+
+    @property
+    def store_bytes(self) -> int:
+        return self.bytes_per_step * self.steps
+
+
+def size_estimate(spec: MosaicSpec, grid: MosaicGrid, years: int = HORIZON_YEARS) -> SizeEstimate:
+    """Computed from the grid's dimensions only (no block is enumerated, so an absurd grid costs nothing)."""
+    rows, cols = grid.block_grid
+    per_step = grid.shape[0] * grid.shape[1] * len(spec.bands) * np.dtype(spec.dtype).itemsize
+    return SizeEstimate(grid.shape, rows * cols, STEPS_PER_YEAR[spec.time.step] * years, per_step)
+
+
+def check_size(spec: MosaicSpec, grid: MosaicGrid) -> SizeEstimate:
+    """Refuse (SpecError with the estimate) a mosaic beyond 10 TiB or 100k chunk partitions over ten
+    years, unless the spec says ``allow_huge: true``. Called before any partition is defined."""
+    est = size_estimate(spec, grid)
+    problems = []
+    if est.store_bytes > MAX_STORE_BYTES:
+        problems.append(
+            f"{est.store_bytes / 1024**4:,.1f} TiB uncompressed (limit {MAX_STORE_BYTES / 1024**4:.0f} TiB)"
+        )
+    if est.partitions > MAX_PARTITIONS_PER_ASSET:
+        problems.append(
+            f"{est.partitions:,} chunk partitions ({est.blocks_per_step:,} blocks x {est.steps:,} {spec.time.step} "
+            f"steps; Dagster holds ~{MAX_PARTITIONS_PER_ASSET:,} per asset)"
+        )
+    if problems and not spec.allow_huge:
+        raise SpecError(
+            f"mosaic {spec.name}: over {HORIZON_YEARS} years the grid of {est.shape[0]:,} x {est.shape[1]:,} px "
+            f"({est.bytes_per_step / 1024**3:,.1f} GiB per time step) would reach {' and '.join(problems)}. "
+            "Coarsen the resolution, split the area into several mosaics, raise partition_bytes or use a "
+            "coarser time step; or set allow_huge: true if this is intended."
+        )
+    return est
 
 
 def _block_chunks(spec: MosaicSpec, geobox: GeoBox, chunk_shape: tuple[int, int]) -> tuple[int, int]:

@@ -195,6 +195,11 @@ class MosaicSpec(_Frozen):
     codec: Codec = Codec()
     operations: Operations = Operations()
     store: str | None = Field(default=None, description="Zarr store path or URL; default <store_root>/<name>.zarr")
+    allow_huge: bool = Field(
+        default=False,
+        description="Build the assets even when the size estimate (grid.check_size) exceeds 10 TiB or 100k "
+        "chunk partitions over ten years: only for a mosaic that is meant to be that big.",
+    )
 
     @field_validator("name")
     @classmethod
