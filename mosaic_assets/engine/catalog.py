@@ -20,8 +20,10 @@ import geopandas as gpd
 import pandas as pd
 from odc.geo import geom
 from pystac_client import Client
+from pystac_client.stac_api_io import StacApiIO
 from shapely import make_valid
 from shapely.geometry import shape as shapely_shape
+from urllib3.util.retry import Retry
 
 from .keys import time_key
 from .object_store import VSI_PREFIXES, Location, is_remote, read_bytes, vsi_path, write_bytes
@@ -46,9 +48,34 @@ class CatalogError(ValueError):
     """A STAC item cannot be used; the message names the item and what is wrong."""
 
 
-def open_client(url: str, token: str | None = None) -> Client:
+class StacIncompleteError(RuntimeError):
+    """The STAC API's paging ended short of what it said matched (an empty or truncated page mid-paging,
+    a malformed page). Transient as far as we can tell: the step is retried, and nothing is written."""
+
+
+# HTTP-level retries for the STAC API: connection errors, timeouts and 429/5xx, with exponential
+# backoff and jitter (1, 2, 4, 8 s, +-1 s), for GET and POST (searches only read). Past these,
+# the error reaches Dagster, whose RetryPolicy retries the whole step.
+STAC_RETRIES = Retry(
+    total=4,
+    backoff_factor=1.0,
+    backoff_jitter=1.0,
+    status_forcelist=(429, 500, 502, 503, 504),
+    allowed_methods=None,
+    raise_on_status=True,
+)
+STAC_TIMEOUT = (10.0, 120.0)  # connect, read (seconds): a hung API fails instead of hanging the run
+
+
+def open_client(
+    url: str,
+    token: str | None = None,
+    timeout: float | tuple[float, float] = STAC_TIMEOUT,
+    retries: Retry = STAC_RETRIES,
+) -> Client:
     headers = {"Authorization": f"Bearer {token}"} if token else None
-    client = Client.open(url, headers=headers)
+    stac_io = StacApiIO(headers=headers, timeout=timeout, max_retries=retries)
+    client = Client.open(url, headers=headers, stac_io=stac_io, timeout=timeout)
     client.add_conforms_to("SORT")  # pgstac sorts, but does not advertise it
     return client
 
@@ -80,7 +107,27 @@ def search_items(spec: MosaicSpec, client: Client, datetime_range: str | None = 
         limit=spec.stac.query_limit,
         sortby=[{"field": "properties.datetime", "direction": "asc"}, {"field": "id", "direction": "asc"}],
     )
-    yield from search.items_as_dicts()
+    matched, received, pages, promised_more = None, 0, 0, False
+    for page in search.pages_as_dicts():
+        pages += 1
+        features = page.get("features") if isinstance(page, dict) else None
+        if not isinstance(features, list):
+            raise StacIncompleteError(
+                f"STAC API {spec.stac.url}: page {pages} of the search is not a FeatureCollection"
+            )
+        if matched is None:
+            matched = page.get("numberMatched", (page.get("context") or {}).get("matched"))
+        promised_more = any(link.get("rel") == "next" for link in page.get("links") or [])
+        received += len(features)
+        yield from features
+    # pystac-client ends paging silently at an empty page, even one that follows a "next" link. That is
+    # truncation when the API also said more items matched. (The count alone is no proof: pgstac caches
+    # numberMatched per search for up to a day, so it lags items added or deleted since.)
+    if promised_more and isinstance(matched, int) and received < matched:
+        raise StacIncompleteError(
+            f"STAC API {spec.stac.url}: the search matched {matched} items but paging returned {received} "
+            f"over {pages} pages, then an empty page behind a 'next' link (truncated mid-paging); nothing was written"
+        )
 
 
 def item_time_key(spec: MosaicSpec, item: dict) -> str | None:
