@@ -1,7 +1,7 @@
 """The named benchmark sizes: how many scenes, how large, over how many dates, repeated how often.
 
-Why these numbers: ``large`` is the design prototype's data set (72 uint16 4-band 2048² COGs in two
-UTM zones, two time steps, one ~11800² grid), so its figures compare with the ones the targets came
+Why these numbers: ``large`` is the design prototype's recipe (72 uint16 4-band 2048² COGs in two
+UTM zones, two time steps, one ~11500² grid), so its figures compare with the ones the targets came
 from; ``quick`` is the same recipe on a grid a quarter the area, so it runs in a few minutes on
 2 cores and, next to ``large``, shows what grows with the mosaic and what must not.
 """
