@@ -9,6 +9,7 @@ instance at $DAGSTER_HOME, chunk partitions spread over worker processes (one pe
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -31,6 +32,12 @@ def _defs() -> dg.Definitions:
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
+@functools.cache
+def _instance() -> dg.DagsterInstance:
+    """One instance per process: loading it per run was a large share of Dagster's per-run cost."""
+    return dg.DagsterInstance.get()
+
+
 def _materialize(selection: str, partition_key: str | None) -> None:
     """One run on the instance at $DAGSTER_HOME; raises (naming the step) when it fails."""
     defs = _defs()
@@ -38,7 +45,7 @@ def _materialize(selection: str, partition_key: str | None) -> None:
         list(defs.assets or []),
         selection=[selection],
         partition_key=partition_key,
-        instance=dg.DagsterInstance.get(),
+        instance=_instance(),
         resources=defs.resources,
         run_config=QUIET_RUN_CONFIG,
     )
@@ -55,7 +62,7 @@ def build(workers: int) -> list[dict]:
     from mosaic_assets.engine.spec import load_specs
 
     defs = _defs()
-    instance = dg.DagsterInstance.get()
+    instance = _instance()
     stac_api: StacApiResource = defs.resources["stac_api"]
     data_root: DataRootResource = defs.resources["data_root"]
     summaries = []

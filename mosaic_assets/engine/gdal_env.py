@@ -52,6 +52,10 @@ def worker_config(memory_gb: float, debug: bool = False) -> dict[str, str]:
         "VSI_CACHE_SIZE": str(min(int(gib * memory_gb / 3), 64 * 1024**2)),
         "GDAL_CACHEMAX": str(int(gib * memory_gb / 2)),
         "GDAL_NUM_THREADS": "ALL_CPUS",
+        # GDAL 3.12's GTI reads tiles on the GDAL_NUM_THREADS pool, and a reprojected tile's warp
+        # queues jobs on that same pool and waits for them: with 2 threads both wait forever (seen
+        # under gdb in the benchmark). Parallelism comes from processes over partitions anyway.
+        "GTI_NUM_THREADS": "1",
         "CPL_DEBUG": "ON" if debug else "OFF",
         "CPL_CURL_VERBOSE": "YES" if debug else "NO",
     }
