@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import os
 import sys
 import time
@@ -38,17 +39,40 @@ def _instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
-def _materialize(selection: str, partition_key: str | None) -> None:
+def _materialize(selection: str | list[str], partition_key: str | None, tags: dict | None = None) -> None:
     """One run on the instance at $DAGSTER_HOME; raises (naming the step) when it fails."""
     defs = _defs()
     dg.materialize(
         list(defs.assets or []),
-        selection=[selection],
+        selection=[selection] if isinstance(selection, str) else selection,
         partition_key=partition_key,
         instance=_instance(),
         resources=defs.resources,
         run_config=QUIET_RUN_CONFIG,
+        tags=tags,
     )
+
+
+def _materialize_range(selection: str, keys: list[str]) -> None:
+    """One ranged run over consecutive partition keys (what a backfill batch is)."""
+    _materialize(selection, None, {RANGE_START: keys[0], RANGE_END: keys[-1]})
+
+
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+def contiguous_batches(keys: list[str], ordered: list[str], size: int) -> list[list[str]]:
+    """Split ``keys`` into runs of consecutive keys of ``ordered`` (so a range holds no other key),
+    each at most ``size`` long: fewer runs, each carrying Dagster's per-run cost once."""
+    position = {k: i for i, k in enumerate(ordered)}
+    batches: list[list[str]] = []
+    for key in sorted(keys, key=position.__getitem__):
+        last = batches[-1] if batches else None
+        if last and len(last) < size and position[key] == position[last[-1]] + 1:
+            last.append(key)
+        else:
+            batches.append([key])
+    return batches
 
 
 def build(workers: int) -> list[dict]:
@@ -74,16 +98,18 @@ def build(workers: int) -> list[dict]:
         steps = sorted(discover_time_steps(spec, stac_api.client(spec)))
         instance.add_dynamic_partitions(parts.time.name, steps)
         for step in steps:
-            _materialize(f"{spec.name}/scene_catalog", step)
-            _materialize(f"{spec.name}/gti_index", step)
+            _materialize([f"{spec.name}/scene_catalog", f"{spec.name}/gti_index"], step)
         _materialize(f"{spec.name}/zarr_template", None)
         chunk_keys = [
             str(parts.chunk_key(step, block.key))
             for step in steps
             for block in sorted(blocks_with_scenes(grid, load_scene_table(layout.scene_table(step))))
         ]
+        ordered = parts.chunks.get_partition_keys(dynamic_partitions_store=instance)
+        size = max(1, min(spec.operations.partitions_per_run, math.ceil(len(chunk_keys) / (2 * workers))))
+        batches = contiguous_batches(chunk_keys, ordered, size)
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            list(pool.map(_materialize, [f"{spec.name}/mosaic_chunks"] * len(chunk_keys), chunk_keys))
+            list(pool.map(_materialize_range, [f"{spec.name}/mosaic_chunks"] * len(batches), batches))
         for step in steps:
             _materialize(f"{spec.name}/preview", step)
         summaries.append(
@@ -92,6 +118,7 @@ def build(workers: int) -> list[dict]:
                 "store": layout.store,
                 "time_steps": steps,
                 "chunk_partitions": len(chunk_keys),
+                "chunk_runs": len(batches),
                 "preview": str(layout.work_dir / "preview" / f"{steps[-1]}.png") if steps else None,
                 "seconds": round(time.perf_counter() - started, 1),
             }
@@ -107,6 +134,7 @@ def describe(summary: dict) -> str:
         f"  dims {dict(var.sizes)}  dtype {var.dtype}  chunks {var.encoding.get('chunks')}",
         f"  crs {var.rio.crs}  GeoTransform {ds['spatial_ref'].attrs.get('GeoTransform')}",
         f"  time steps {summary['time_steps']}  chunk partitions written {summary['chunk_partitions']}"
+        f" in {summary['chunk_runs']} runs"
         f"  in {summary['seconds']} s",
         f"  preview {summary['preview']}",
     ]

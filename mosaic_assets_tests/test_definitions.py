@@ -44,3 +44,12 @@ def test_stac_token_is_an_env_var_not_a_value(tmp_path: Path, monkeypatch) -> No
     defs = build_definitions(path)
     token = defs.resources["stac_api"].token
     assert isinstance(token, dg.EnvVar) and token.env_var_name == "STAC_API_TOKEN"
+
+
+def test_build_batches_only_consecutive_keys() -> None:
+    from mosaic_assets.run import contiguous_batches
+
+    ordered = [f"k{i}" for i in range(10)]
+    batches = contiguous_batches(["k7", "k1", "k2", "k3", "k5", "k6", "k9"], ordered, size=2)
+    assert batches == [["k1", "k2"], ["k3"], ["k5", "k6"], ["k7"], ["k9"]]
+    assert contiguous_batches([], ordered, size=4) == []
