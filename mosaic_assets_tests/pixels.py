@@ -27,11 +27,22 @@ from .conftest import run_reference_warp
 
 
 def assert_matches_gdal_warp(
-    spec: MosaicSpec, grid: MosaicGrid, store: str, time_index: int, scenes: gpd.GeoDataFrame, tmp: Path
+    spec: MosaicSpec,
+    grid: MosaicGrid,
+    store: str,
+    time_index: int,
+    scenes: gpd.GeoDataFrame,
+    tmp: Path,
+    local_paths: dict[str, str] | None = None,
 ) -> dict:
-    """Assert the time step equals the reference within the rules above; returns the figures."""
+    """Assert the time step equals the reference within the rules above; returns the figures.
+
+    ``local_paths`` (item id -> file) lets the reference read local copies of remote scenes."""
     order = np.argsort(priorities(spec, scenes))  # worst first: gdal.Warp draws later sources on top
-    paths = [json.loads(h)["data"] for h in scenes["hrefs"]]
+    asset = spec.bands[0].asset
+    paths = [
+        local_paths[i] if local_paths else json.loads(h)[asset] for i, h in zip(scenes["item_id"], scenes["hrefs"])
+    ]
     job = {
         "sources": [paths[i] for i in order],
         "bands": [b.index for b in spec.bands],

@@ -14,15 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
 import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
 import zarr
-from pyproj import Transformer
 
 from mosaic_assets.engine.catalog import load_scene_table
 from mosaic_assets.engine.grid import MosaicGrid
-from mosaic_assets.engine.gti import priorities
 from mosaic_assets.engine.keys import BlockIndex
 from mosaic_assets.engine.layout import MosaicLayout
 from mosaic_assets.engine.object_store import (
@@ -39,7 +36,8 @@ from mosaic_assets.engine.spec import MosaicSpec, load_specs
 from mosaic_assets.engine.writer import write_block
 
 from . import s3_fixtures
-from .conftest import REPO, dagster_env, run_reference_warp, spec_document
+from .conftest import REPO, dagster_env, spec_document
+from .pixels import assert_matches_gdal_warp
 from .s3_fixtures import S3_COLLECTION, S3Scenes, S3Server
 
 pytestmark = pytest.mark.s3
@@ -144,57 +142,8 @@ def test_pixels_match_gdal_warp(
     scenes = load_scene_table(s3_build.layout.scene_table(step_key))
     assert all(json.loads(h)["data"].startswith("/vsis3/") for h in scenes["hrefs"])  # GDAL read them from S3
     local = {s.item_id: str(s.path) for s in s3_scenes.scenes}
-    paths = [local[i] for i in scenes["item_id"]]
-    order = np.argsort(priorities(spec, scenes))  # worst first: gdal.Warp draws later sources on top
-    job = {
-        "sources": [paths[i] for i in order],
-        "bands": [b.index for b in spec.bands],
-        "srs": grid.geobox.crs.to_wkt(),
-        "bounds": list(grid.geobox.extent.boundingbox),
-        "res": spec.resolution,
-        "resampling": spec.resampling,
-        "nodata": spec.nodata,
-        "use_overviews": spec.use_overviews,
-        "out": str(tmp_path / "reference.tif"),
-        "source_map": str(tmp_path / "source_map.tif"),
-    }
-    run_reference_warp(job)
-    with rasterio.open(job["out"]) as ref_ds, rasterio.open(job["source_map"]) as map_ds:
-        reference, source = ref_ds.read(), map_ds.read(1)
-    ours = xr.open_zarr(s3_build.layout.store, consolidated=True, mask_and_scale=False)["mosaic"][time_index].values
-    crs_of_source = np.array([scenes["crs"].iloc[i] for i in order])
-
-    ref_valid, our_valid = np.any(reference != spec.nodata, axis=0), np.any(ours != spec.nodata, axis=0)
-    assert ref_valid.sum() > 100_000, "the reference is almost empty: the comparison would prove nothing"
-    assert (ref_valid == our_valid).mean() >= 0.999
-    both = ref_valid & our_valid
-    native = both & (source >= 0) & (crs_of_source[np.clip(source, 0, None)] == spec.crs)
-    warped = both & ~native
-    assert native.sum() > 10_000 and warped.sum() > 10_000, "both kinds of pixels must be exercised"
-    equal = np.all(ours == reference, axis=0)
-    assert equal[native].mean() >= 0.9999, f"native-CRS pixels equal: {equal[native].mean():.5f}"
-    assert equal[warped].mean() >= 0.95, f"reprojected pixels equal: {equal[warped].mean():.5f}"
-    rows, cols = np.nonzero(warped & ~equal)
-    assert _explained_by_neighbour_picks(spec, grid, paths, list(scenes["crs"]), ours, rows, cols)
-
-
-def _explained_by_neighbour_picks(spec, grid, paths, crss, ours, rows, cols) -> bool:
-    """Every differing reprojected pixel's value sits in some scene within one source pixel of its exact position."""
-    xs, ys = grid.geobox.affine * (cols + 0.5, rows + 0.5)
-    explained = np.zeros(len(rows), dtype=bool)
-    for path, crs in zip(paths, crss):
-        with rasterio.open(path) as src:
-            pixels = src.read([b.index for b in spec.bands])
-            sx, sy = Transformer.from_crs(spec.crs, crs, always_xy=True).transform(xs, ys)
-            src_rows, src_cols = rasterio.transform.rowcol(src.transform, sx, sy, op=np.floor)
-        for dr in (-1, 0, 1):
-            for dc in (-1, 0, 1):
-                r, c = np.asarray(src_rows, dtype=int) + dr, np.asarray(src_cols, dtype=int) + dc
-                inside = (r >= 0) & (r < pixels.shape[1]) & (c >= 0) & (c < pixels.shape[2])
-                hit = np.zeros(len(rows), dtype=bool)
-                hit[inside] = np.all(pixels[:, r[inside], c[inside]] == ours[:, rows[inside], cols[inside]], axis=0)
-                explained |= hit
-    return bool(explained.all())
+    figures = assert_matches_gdal_warp(spec, grid, s3_build.layout.store, time_index, scenes, tmp_path, local)
+    assert figures["native_pixels"] > 10_000 and figures["reprojected_pixels"] > 10_000
 
 
 def test_rerun_through_the_engine_writes_identical_objects(s3_build: S3Build, s3_server: S3Server, s3_environ) -> None:
