@@ -114,3 +114,55 @@ def test_two_writers_of_different_partitions_at_once_both_land(clean_build) -> N
         _, err = writer.communicate(timeout=300)
         assert writer.returncode == 0, err.decode()[-3000:]
     assert _digest(store) == clean, "both partitions landed, no chunk of either lost"
+
+
+GROW = """
+import sys, time
+from mosaic_assets.engine.grid import MosaicGrid
+from mosaic_assets.engine.spec import load_specs
+from mosaic_assets.engine.store import ensure_template
+spec = load_specs(sys.argv[1])[0]
+start = float(sys.argv[4])
+while time.time() < start:
+    pass
+print(ensure_template(spec, MosaicGrid.from_spec(spec), sys.argv[2], int(sys.argv[3])))
+"""
+
+
+@pytest.mark.parametrize("targets", [(5, 5), (5, 6)])
+def test_two_template_growths_at_once_end_with_one_correct_time_axis(
+    clean_build, tmp_path: Path, targets: tuple[int, int]
+) -> None:
+    """Two processes growing the time axis at the same instant (xarray's append_dim did it twice: 3 -> 7
+    steps, two of them mislabelled): the axis ends at the larger target with every date right, and no
+    existing chunk changes."""
+    import shutil
+
+    import xarray as xr
+
+    from mosaic_assets.engine.timegrid import time_coords
+
+    env, _, built_store, _, _ = clean_build
+    store = tmp_path / "grow.zarr"
+    shutil.copytree(built_store, store)
+    before = _digest(store / "mosaic" / "c")
+    start = str(time.time() + 3)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", GROW, env["MOSAIC_SPECS"], str(store), str(n), start],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for n in targets
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()[-2000:]
+    spec = load_specs(env["MOSAIC_SPECS"])[0]
+    for consolidated in (True, False):
+        ds = xr.open_zarr(store, consolidated=consolidated)
+        assert ds["mosaic"].shape[0] == max(targets)
+        assert list(ds["time"].values) == list(time_coords(spec.time, max(targets)))
+    assert _digest(store / "mosaic" / "c") == before

@@ -8,8 +8,12 @@ into someone else's grid would corrupt it silently.
 
 from __future__ import annotations
 
+import fcntl
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -19,7 +23,7 @@ from odc.geo.xr import xr_coords
 from zarr.codecs import BloscCodec, ZstdCodec
 
 from .grid import MosaicGrid
-from .object_store import storage_options
+from .object_store import is_remote, storage_options
 from .spec import MosaicSpec
 from .timegrid import time_coords
 
@@ -124,22 +128,58 @@ def store_exists(store: str) -> bool:
 
 def ensure_template(spec: MosaicSpec, grid: MosaicGrid, store: str, time_length: int) -> TemplateResult:
     """Create the store, or grow its time axis to ``time_length``; existing chunks are never touched."""
-    if not store_exists(store):
-        template_dataset(spec, grid, 0, time_length).to_zarr(
-            store,
-            mode="w-",
-            compute=False,
-            encoding=_encoding(spec, grid),
-            zarr_format=3,
-            consolidated=True,
-            storage_options=storage_options(store),
-        )
-        return TemplateResult(created=True, time_length=time_length, grown_by=time_length)
-    current = check_compatible(spec, grid, store)
-    if time_length <= current:
-        return TemplateResult(created=False, time_length=current, grown_by=0)
-    extra = template_dataset(spec, grid, current, time_length).drop_vars(["spatial_ref", "x", "y", "band"])
-    extra.to_zarr(
-        store, mode="a", append_dim="time", compute=False, consolidated=True, storage_options=storage_options(store)
-    )
+    with _template_lock(store):
+        if not store_exists(store):
+            template_dataset(spec, grid, 0, time_length).to_zarr(
+                store,
+                mode="w-",
+                compute=False,
+                encoding=_encoding(spec, grid),
+                zarr_format=3,
+                consolidated=True,
+                storage_options=storage_options(store),
+            )
+            return TemplateResult(created=True, time_length=time_length, grown_by=time_length)
+        current = check_compatible(spec, grid, store)
+        if time_length <= current:
+            return TemplateResult(created=False, time_length=current, grown_by=0)
+        _grow_time(spec, store, current, time_length)
     return TemplateResult(created=False, time_length=time_length, grown_by=time_length - current)
+
+
+def _grow_time(spec: MosaicSpec, store: str, current: int, time_length: int) -> None:
+    """Resize the time axis to exactly ``time_length`` and write the new time coordinates by absolute index.
+
+    Idempotent, unlike an append: two processes growing the store at once (the template pool is the
+    guard on a cluster; the lock below the guard on one machine) end with the same axis instead of
+    appending twice (measured with xarray's append_dim: 3 steps grown to 5 twice gave 7, the last two
+    labelled with the wrong dates). Existing mosaic chunks are never touched, and never shrunk."""
+    group = zarr.open_group(store, mode="r+", storage_options=storage_options(store))
+    variable, times = group[VARIABLE], group["time"]
+    units = times.attrs.get("units", "")
+    if units != "days since 1970-01-01":
+        raise StoreMismatch(f"store {store}: time coordinate in {units!r}, expected 'days since 1970-01-01'")
+    values = time_coords(spec.time, time_length)
+    days = ((values - np.datetime64("1970-01-01", "ns")) // np.timedelta64(1, "D")).astype("int64")
+    if times.shape[0] < time_length:
+        times.resize((time_length,))
+    times[current:time_length] = days[current:time_length]
+    if variable.shape[0] < time_length:
+        variable.resize((time_length, *variable.shape[1:]))
+    zarr.consolidate_metadata(group.store)
+
+
+@contextmanager
+def _template_lock(store: str) -> Iterator[None]:
+    """An exclusive lock next to a local store (a no-op for object stores: the template pool serialises those)."""
+    if is_remote(store):
+        yield
+        return
+    path = Path(store)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.template.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
