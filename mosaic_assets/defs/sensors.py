@@ -59,7 +59,9 @@ def build_stac_sensor(mosaic: MosaicAssets) -> dg.SensorDefinition:
                 max_seconds=SENSOR_TIMEOUT_BUDGET_S,
             )
         except Exception as exc:  # noqa: BLE001 - any failure to read the feed: skip, keep the cursor
-            return dg.SkipReason(f"STAC API {stac_api.url or spec.stac.url} not readable ({type(exc).__name__}: {exc})")
+            message = str(exc).replace(stac_api.token, "***") if stac_api.token else str(exc)
+            url = stac_api.url or spec.stac.url
+            return dg.SkipReason(f"STAC API {url} not readable ({type(exc).__name__}: {message})")
         if not page.items:
             return dg.SkipReason(f"no items updated after {position.updated} / {position.item_id or '-'}")
         plan = plan_items(spec, mosaic.grid, page.items)
