@@ -127,11 +127,8 @@ def dagster_env(tmp: Path, spec: dict, api: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="session")
-def built_mosaic(small_scenes: LoadedScenes, tmp_path_factory: pytest.TempPathFactory) -> BuiltMosaic:
-    """The whole asset graph materialized through Dagster by the same command the demo uses."""
-    tmp = tmp_path_factory.mktemp("build")
-    env = dagster_env(tmp, spec_document(small_scenes.api), small_scenes.api)
+def run_build(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`python -m mosaic_assets.run build` (the demo's own command) in ``env``; asserts it succeeded."""
     proc = subprocess.run(
         [sys.executable, "-m", "mosaic_assets.run", "build", "--workers", "2"],
         env=env,
@@ -141,6 +138,15 @@ def built_mosaic(small_scenes: LoadedScenes, tmp_path_factory: pytest.TempPathFa
         cwd=REPO,
     )
     assert proc.returncode == 0, f"build failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+@pytest.fixture(scope="session")
+def built_mosaic(small_scenes: LoadedScenes, tmp_path_factory: pytest.TempPathFactory) -> BuiltMosaic:
+    """The whole asset graph materialized through Dagster by the same command the demo uses."""
+    tmp = tmp_path_factory.mktemp("build")
+    env = dagster_env(tmp, spec_document(small_scenes.api), small_scenes.api)
+    proc = run_build(env)
     return BuiltMosaic(
         Path(env["MOSAIC_SPECS"]),
         tmp / "data",

@@ -7,8 +7,6 @@ import hashlib
 import math
 import os
 import shutil
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from mosaic_assets.engine.keys import BlockIndex
 from mosaic_assets.engine.layout import MosaicLayout
 from mosaic_assets.engine.spec import load_specs
 
-from .conftest import REPO, LoadedScenes, dagster_env, spec_document
+from .conftest import LoadedScenes, dagster_env, run_build, spec_document
 
 pytestmark = [pytest.mark.incremental, pytest.mark.slow]
 PER_RUN = 2
@@ -49,15 +47,7 @@ def test_repair_schedule_reruns_exactly_the_failed_partitions(
 ) -> None:
     doc = spec_document(small_scenes.api, operations={"partitions_per_run": PER_RUN})
     env = dagster_env(tmp_path, doc, small_scenes.api)
-    build = subprocess.run(
-        [sys.executable, "-m", "mosaic_assets.run", "build"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert build.returncode == 0, build.stderr[-3000:]
+    run_build(env)
     for name in ("DAGSTER_HOME", "MOSAIC_SPECS", "MOSAIC_DATA_DIR", "MOSAIC_STAC_API_URL"):
         monkeypatch.setenv(name, env[name])
     spec = load_specs(env["MOSAIC_SPECS"])[0]

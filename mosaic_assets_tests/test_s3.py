@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +34,7 @@ from mosaic_assets.engine.spec import MosaicSpec, load_specs
 from mosaic_assets.engine.writer import write_block
 
 from . import s3_fixtures
-from .conftest import REPO, dagster_env, spec_document
+from .conftest import dagster_env, run_build, spec_document
 from .pixels import assert_matches_gdal_warp
 from .s3_fixtures import S3_COLLECTION, S3Scenes, S3Server
 
@@ -90,16 +88,8 @@ def s3_build(s3_scenes: S3Scenes, s3_server: S3Server, tmp_path_factory: pytest.
         "MOSAIC_DATA_DIR": s3_server.url("data"),
     }
     started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "mosaic_assets.run", "build", "--workers", "2"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=REPO,
-    )
+    proc = run_build(env)
     seconds = time.perf_counter() - started
-    assert proc.returncode == 0, f"build failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     spec = load_specs(Path(env["MOSAIC_SPECS"]))[0]
     return S3Build(spec, MosaicLayout(spec, env["MOSAIC_DATA_DIR"]), tmp / "dagster_home", env, proc.stdout, seconds)
 
