@@ -30,6 +30,7 @@ def _defs() -> dg.Definitions:
     return defs
 
 
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -56,9 +57,6 @@ def _materialize(selection: str | list[str], partition_key: str | None, tags: di
 def _materialize_range(selection: str, keys: list[str]) -> None:
     """One ranged run over consecutive partition keys (what a backfill batch is)."""
     _materialize(selection, None, {RANGE_START: keys[0], RANGE_END: keys[-1]})
-
-
-RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
 def contiguous_batches(keys: list[str], ordered: list[str], size: int) -> list[list[str]]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import geopandas as gpd
 import pytest
 import requests
 import yaml
@@ -24,6 +25,11 @@ from mosaic_assets.demo.scenes import (
     scene_item,
 )
 from mosaic_assets.demo.stac_load import upsert_collection, upsert_items
+from mosaic_assets.engine.catalog import scene_table
+from mosaic_assets.engine.grid import MosaicGrid
+from mosaic_assets.engine.gti import GtiFiles, build_gti
+from mosaic_assets.engine.spec import MosaicSpec, parse_specs
+from mosaic_assets.engine.store import ensure_template
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_STAC_PORT = os.environ.get("TEST_STAC_PORT", "8093")
@@ -168,3 +174,26 @@ def run_reference_warp(job: dict) -> dict:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@dataclass(frozen=True)
+class EngineSetup:
+    """A time step ready for the writer, built by the engine alone (no STAC API, no Dagster)."""
+
+    spec: MosaicSpec
+    grid: MosaicGrid
+    table: gpd.GeoDataFrame
+    files: GtiFiles
+    store: str
+
+
+def engine_setup(items: list[dict], tmp: Path, **spec_overrides) -> EngineSetup:
+    """Spec -> grid -> scene table -> GTI of 2024-06-01 -> template with one time step."""
+    spec = parse_specs(spec_document("http://127.0.0.1:1", **spec_overrides))[0]
+    grid = MosaicGrid.from_spec(spec)
+    table = scene_table(spec, items)
+    files = GtiFiles.for_step(tmp / "gti", "2024-06-01")
+    build_gti(spec, grid, table, files)
+    store = str(tmp / "store.zarr")
+    ensure_template(spec, grid, store, 1)
+    return EngineSetup(spec, grid, table, files, store)

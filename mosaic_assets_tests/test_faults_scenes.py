@@ -25,14 +25,12 @@ from mosaic_assets.demo.scenes import SceneSetConfig, collection_document, gener
 from mosaic_assets.demo.stac_load import upsert_collection, upsert_items
 from mosaic_assets.engine.catalog import scene_table
 from mosaic_assets.engine.grid import MosaicGrid
-from mosaic_assets.engine.gti import GtiFiles, build_gti
 from mosaic_assets.engine.keys import BlockIndex
 from mosaic_assets.engine.planner import blocks_with_scenes
 from mosaic_assets.engine.spec import parse_specs
-from mosaic_assets.engine.store import ensure_template
 from mosaic_assets.engine.writer import SceneReadError, write_block
 
-from .conftest import reset_collection, spec_document
+from .conftest import engine_setup, reset_collection, spec_document
 
 pytestmark = pytest.mark.faults
 FAULT_COLLECTION = "fault-scenes"
@@ -99,14 +97,8 @@ FAULTS = {
 
 
 def _setup(items: list[dict], tmp: Path):
-    spec = parse_specs(spec_document("http://127.0.0.1:1"))[0]
-    grid = MosaicGrid.from_spec(spec)
-    table = scene_table(spec, items)
-    files = GtiFiles.for_step(tmp / "gti", "2024-06-01")
-    build_gti(spec, grid, table, files)
-    store = str(tmp / "store.zarr")
-    ensure_template(spec, grid, store, 1)
-    return spec, grid, table, files, store
+    built = engine_setup(items, tmp)
+    return built.spec, built.grid, built.table, built.files, built.store
 
 
 def _chunk_files(store: str, grid: MosaicGrid, block) -> list[Path]:

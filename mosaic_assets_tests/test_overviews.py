@@ -13,14 +13,10 @@ import rasterio
 import xarray as xr
 
 from mosaic_assets.demo.scenes import SceneSetConfig, generate_scenes, scene_item
-from mosaic_assets.engine.catalog import scene_table
-from mosaic_assets.engine.grid import MosaicGrid
-from mosaic_assets.engine.gti import GtiFiles, build_gti, priorities
-from mosaic_assets.engine.spec import parse_specs
-from mosaic_assets.engine.store import ensure_template
+from mosaic_assets.engine.gti import priorities
 from mosaic_assets.engine.writer import write_block
 
-from .conftest import COLLECTION, run_reference_warp, spec_document
+from .conftest import COLLECTION, engine_setup, run_reference_warp
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +31,8 @@ def scenes_with_overviews(tmp_path_factory: pytest.TempPathFactory) -> list[dict
 
 
 def _mosaic(items: list[dict], tmp: Path, use_overviews: bool) -> tuple[np.ndarray, np.ndarray, dict]:
-    spec = parse_specs(spec_document("http://127.0.0.1:1", resolution=30, use_overviews=use_overviews))[0]
-    grid = MosaicGrid.from_spec(spec)
-    table = scene_table(spec, items)
-    files = GtiFiles.for_step(tmp / "gti", "2024-06-01")
-    build_gti(spec, grid, table, files)
-    store = str(tmp / "m.zarr")
-    ensure_template(spec, grid, store, 1)
+    built = engine_setup(items, tmp, resolution=30, use_overviews=use_overviews)
+    spec, grid, table, files, store = built.spec, built.grid, built.table, built.files, built.store
     for block in grid.blocks():
         write_block(spec, grid, store, files, 0, block)
     ours = xr.open_zarr(store, consolidated=True, mask_and_scale=False)["mosaic"][0].values

@@ -22,8 +22,7 @@ def run(job: Job, context: None = None) -> dict:
     results = write_all(replace(job, data_root=str(data_root), steps=tuple(steps)), layout.store)
     for step in steps:
         index = time_index(spec_of(job.spec), step)
-        write_preview(layout.store, index, layout.work_dir / "preview" / f"{step}.png")
-        preview_markdown(layout.store, index)
+        preview_markdown(write_preview(layout.store, index, layout.work_dir / "preview" / f"{step}.png"))
     return {"partitions": len(results)}
 
 

@@ -278,11 +278,12 @@ def build_mosaic_assets(spec: MosaicSpec) -> tuple[MosaicAssets, list[dg.AssetsD
         """An RGB preview PNG of one time step, also shown inline in the UI."""
         layout = data_root.layout(spec)
         time_index = step_index(spec.time, parse_time_key(context.partition_key))
-        path = write_preview(layout.store, time_index, layout.work_dir / "preview" / f"{context.partition_key}.png")
+        path = layout.work_dir / "preview" / f"{context.partition_key}.png"
+        image = write_preview(layout.store, time_index, path)
         return dg.MaterializeResult(
             metadata={
                 "path": dg.MetadataValue.path(str(path)),
-                "preview": dg.MetadataValue.md(preview_markdown(layout.store, time_index)),
+                "preview": dg.MetadataValue.md(preview_markdown(image)),
             }
         )
 

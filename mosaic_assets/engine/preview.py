@@ -35,14 +35,18 @@ def preview_image(store: str, time_index: int, max_size: int = 1024) -> Image.Im
     return Image.fromarray(out, mode="RGBA")
 
 
-def write_preview(store: str, time_index: int, path: Path, max_size: int = 1024) -> Path:
+def write_preview(store: str, time_index: int, path: Path, max_size: int = 1024) -> Image.Image:
+    """Render once and save the PNG; the image is returned so a thumbnail needs no second read."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    preview_image(store, time_index, max_size).save(path)
-    return path
+    image = preview_image(store, time_index, max_size)
+    image.save(path)
+    return image
 
 
-def preview_markdown(store: str, time_index: int, max_size: int = 256) -> str:
-    """A markdown image with the PNG inlined as base64 (Dagster metadata has no image type)."""
+def preview_markdown(image: Image.Image, max_size: int = 256) -> str:
+    """A markdown image with a thumbnail inlined as base64 (Dagster metadata has no image type)."""
+    thumbnail = image.copy()
+    thumbnail.thumbnail((max_size, max_size))
     buffer = io.BytesIO()
-    preview_image(store, time_index, max_size).save(buffer, format="PNG")
+    thumbnail.save(buffer, format="PNG")
     return f"![preview](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"
