@@ -1,6 +1,10 @@
 """A chunk writer killed with SIGKILL halfway through its partition (a real process, killed the moment its
 first chunk file lands), and two writers of different partitions running at once, on a real store and
-Dagster instance: the rerun restores a store byte-identical to a clean build, nothing else is touched."""
+Dagster instance: the rerun restores a store byte-identical to a clean build, nothing else is touched.
+
+Under `dagster dev` (runs launched by the code server, steps in their own processes, as users run them):
+a run whose processes are all killed is marked FAILED and its partition FAILED (what the repair
+schedule re-runs); a killed step process alone is retried by the asset's RetryPolicy and lands."""
 
 from __future__ import annotations
 
@@ -20,9 +24,11 @@ from mosaic_assets.engine.keys import BlockIndex
 from mosaic_assets.engine.spec import load_specs
 
 from .conftest import REPO, LoadedScenes, dagster_env, spec_document
+from .dagster_dev import DagsterDev, cmdline, dagster_dev, process_tree
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 CHUNKS = dg.AssetKey(["testmosaic", "mosaic_chunks"])
+DEV_PORT = int(os.environ.get("TEST_DAGSTER_PORT", "3093")) + 1
 
 
 def _digest(store: Path) -> dict[str, str]:
@@ -166,3 +172,105 @@ def test_two_template_growths_at_once_end_with_one_correct_time_axis(
         assert ds["mosaic"].shape[0] == max(targets)
         assert list(ds["time"].values) == list(time_coords(spec.time, max(targets)))
     assert _digest(store / "mosaic" / "c") == before
+
+
+@pytest.fixture(scope="module")
+def dev(clean_build, tmp_path_factory: pytest.TempPathFactory):
+    """`dagster dev` on the clean build's instance, sensors off (runs come only from the tests)."""
+    env = {**clean_build[0], "MOSAIC_SENSORS": "stopped"}
+    with dagster_dev(env, tmp_path_factory.mktemp("dev"), DEV_PORT) as server:
+        yield server
+
+
+def _run_pid(dev: DagsterDev, run_id: str) -> int | None:
+    """The run worker's pid, from the code server's "Started process for run (pid: N)" event."""
+    for event in dev.run_messages(run_id):
+        message = event.get("message") or ""
+        if message.startswith("Started process for run (pid: "):
+            return int(message.split("pid: ")[1].split(")")[0])
+    return None
+
+
+def _step_workers(run_pid: int) -> list[int]:
+    """The multiprocess executor's step processes under the run worker (spawned children, not the
+    resource tracker)."""
+    return [p for p in process_tree(run_pid)[1:] if "spawn_main" in cmdline(p)]
+
+
+def _kill_at_first_chunk(dev: DagsterDev, run_id: str, mine: set[Path], whole_run: bool) -> tuple[int, list[int]]:
+    """Wait until the first of ``mine`` lands, then SIGKILL the step process (and with ``whole_run`` the
+    run worker and everything under it, as when a node is lost). The step is SIGSTOPped first, so the
+    chunks on disk are counted at the instant of the kill. Returns (chunk files at kill, pids)."""
+    run_pid = dev.wait_for("the run worker's pid", lambda: _run_pid(dev, run_id), timeout=120)
+    workers = dev.wait_for("the step process", lambda: _step_workers(run_pid), timeout=120, every=0.05)
+    victims = process_tree(run_pid) if whole_run else workers
+    deadline = time.monotonic() + 180
+    while not any(p.exists() for p in mine):
+        assert time.monotonic() < deadline, f"no chunk appeared; run {dev.run_status(run_id)}\n{dev.log_tail()}"
+        time.sleep(0.0005)
+    for pid in workers:
+        os.kill(pid, signal.SIGSTOP)
+    at_kill = sum(p.exists() for p in mine)
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    return at_kill, victims
+
+
+def _status(env: dict[str, str], key: str) -> dg.AssetPartitionStatus | None:
+    from mosaic_assets.definitions import build_definitions
+
+    defs = build_definitions(Path(env["MOSAIC_SPECS"]))
+    partitions = defs.get_assets_def(CHUNKS).partitions_def
+    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
+    try:
+        with dg.DagsterInstance.get() as instance:
+            return (instance.get_status_by_partition(CHUNKS, [key], partitions) or {}).get(key)
+    finally:
+        os.environ.pop("DAGSTER_HOME", None)
+
+
+def _lose_partition(clean_build) -> tuple[str, set[Path], dict[str, str]]:
+    env, grid, store, done, _ = clean_build
+    key = max(done, key=lambda k: sum(p.exists() for p in _chunk_paths(store, grid, k.split("|")[1])))
+    mine = {p for p in _chunk_paths(store, grid, key.split("|")[1]) if p.exists()}
+    for path in mine:
+        path.unlink()
+    return key, mine, {k: v for k, v in _digest(store).items() if store / k not in mine}
+
+
+def test_run_killed_under_dagster_is_failed_and_its_rerun_restores_the_store(
+    clean_build, dev: DagsterDev, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env, _, store, _, clean = clean_build
+    for name in ("MOSAIC_SPECS", "MOSAIC_DATA_DIR", "MOSAIC_STAC_API_URL"):
+        monkeypatch.setenv(name, env[name])
+    key, mine, others = _lose_partition(clean_build)
+
+    run_id = dev.launch_partition(list(CHUNKS.path), key)
+    at_kill, victims = _kill_at_first_chunk(dev, run_id, mine, whole_run=True)
+    print(f"SIGKILL of run {run_id} (pids {victims}) with {at_kill} of {len(mine)} chunk files of {key} on disk")
+    assert 0 < at_kill < len(mine), "killed halfway through the partition's chunks"
+    assert dev.wait_for_run(run_id, timeout=60) == "FAILURE", "the code server marks a run whose process died FAILED"
+    messages = [e.get("message") or "" for e in dev.run_messages(run_id)]
+    assert any("terminated by signal 9 (SIGKILL)" in m for m in messages), messages[-5:]
+    assert _status(env, key) == dg.AssetPartitionStatus.FAILED, "the partition is failed in Dagster"
+    assert {k: v for k, v in _digest(store).items() if store / k not in mine} == others, "no other file changed"
+
+    rerun = dev.launch_partition(list(CHUNKS.path), key)
+    assert dev.wait_for_run(rerun) == "SUCCESS", dev.log_tail()
+    assert _status(env, key) == dg.AssetPartitionStatus.MATERIALIZED
+    assert _digest(store) == clean, "the rerun restores a store byte-identical to the clean build"
+
+
+def test_step_process_killed_under_dagster_is_retried_and_lands(clean_build, dev: DagsterDev) -> None:
+    env, _, store, _, clean = clean_build
+    key, mine, _ = _lose_partition(clean_build)
+
+    run_id = dev.launch_partition(list(CHUNKS.path), key)
+    at_kill, victims = _kill_at_first_chunk(dev, run_id, mine, whole_run=False)
+    print(f"SIGKILL of step process {victims} of run {run_id} with {at_kill} of {len(mine)} chunk files on disk")
+    assert dev.wait_for_run(run_id) == "SUCCESS", "the RetryPolicy re-ran the killed step in a new process"
+    messages = [e.get("message") or "" for e in dev.run_messages(run_id)]
+    crash = [m for m in messages if "child process for step" in m and "SIGKILL" in m]
+    assert crash, "Dagster saw the step process die"
+    assert _digest(store) == clean, "the retried step restores a store byte-identical to the clean build"

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import subprocess
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
-import requests
 import xarray as xr
 
 from mosaic_assets.demo.scenes import SceneSetConfig, collection_document, generate_scenes, scene_item
@@ -29,29 +27,23 @@ from mosaic_assets.engine.planner import plan_items
 from mosaic_assets.engine.spec import parse_specs
 
 from .conftest import REPO, dagster_env, reset_collection, spec_document
+from .dagster_dev import LOCATION, DagsterDev, dagster_dev
 from .pixels import assert_matches_gdal_warp
 
 pytestmark = [pytest.mark.incremental, pytest.mark.slow]
 COLLECTION = "live-scenes"
 PORT = int(os.environ.get("TEST_DAGSTER_PORT", "3093"))
-LOCATION = {"repositoryLocationName": "mosaic_assets", "repositoryName": "__repository__"}
 ARTIFACTS = REPO / "mosaic_assets_tests" / "artifacts"
 
 
-class Live:
+class Live(DagsterDev):
     """A running `dagster dev` and what the tests need to talk to it."""
 
-    def __init__(self, url: str, spec, env: dict[str, str], api: str, tmp: Path) -> None:
-        self.url, self.spec, self.env, self.api, self.tmp = url, spec, env, api, tmp
+    def __init__(self, server: DagsterDev, spec, env: dict[str, str], api: str, tmp: Path) -> None:
+        super().__init__(server.url, server.log)
+        self.spec, self.env, self.api, self.tmp = spec, env, api, tmp
         self.grid = MosaicGrid.from_spec(spec)
         self.layout = MosaicLayout(spec, Path(env["MOSAIC_DATA_DIR"]))
-
-    def gql(self, query: str, variables: dict | None = None) -> dict:
-        response = requests.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
-        response.raise_for_status()
-        body = response.json()
-        assert "errors" not in body, body["errors"]
-        return body["data"]
 
     def start_sensor(self, name: str) -> None:
         data = self.gql(
@@ -77,12 +69,12 @@ class Live:
         )
         return bool(data["runsOrError"]["results"] or data["partitionBackfillsOrError"]["results"])
 
-    def wait_for(self, what: str, done, timeout: float = 300.0) -> float:
+    def wait_for(self, what: str, done, timeout: float = 300.0, every: float = 2.0) -> float:  # type: ignore[override]
         started = time.monotonic()
         while time.monotonic() - started < timeout:
             if done():
                 return time.monotonic() - started
-            time.sleep(2)
+            time.sleep(every)
         failed = self.gql("{ runsOrError(filter: {statuses: [FAILURE]}) { ... on Runs { results { runId } } } }")
         raise AssertionError(f"timed out after {timeout} s waiting for {what}; failed runs: {failed}")
 
@@ -111,45 +103,10 @@ def live(stac_api: str, tmp_path_factory: pytest.TempPathFactory):
         operations={"sensor_interval_seconds": 5, "partitions_per_run": 4},
     )
     env = {**dagster_env(tmp, doc, stac_api), "MOSAIC_SENSORS": "stopped"}
-    log = open(tmp / "dagster-dev.log", "w")  # noqa: SIM115 - closed in teardown
-    proc = subprocess.Popen(
-        [
-            str(Path(os.sys.executable).with_name("dagster")),
-            "dev",
-            "-w",
-            "workspace.yaml",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(PORT),
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{PORT}"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (tmp / "dagster-dev.log").read_text()[-3000:]
-            try:
-                if requests.get(f"{url}/server_info", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(1)
-        else:
-            raise AssertionError("dagster dev did not come up in 120 s")
-        yield Live(url, parse_specs(doc)[0], env, stac_api, tmp)
+        with dagster_dev(env, tmp, PORT) as server:
+            yield Live(server, parse_specs(doc)[0], env, stac_api, tmp)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
         reset_collection(stac_api, COLLECTION)
 
 

@@ -32,6 +32,7 @@ from rasterio.windows import Window, from_bounds
 from .gdal_env import gdal_env
 from .grid import Block, MosaicGrid
 from .gti import INDEX_LAYER, GtiFiles, staged_locally
+from .leftovers import remove_block_partials
 from .object_store import exists, storage_options, vsi_path
 from .spec import MosaicSpec
 from .store import VARIABLE
@@ -212,6 +213,7 @@ def write_block(
             # retry in this process (Dagster's in-process executor, a ranged run) asks the server again
             rasterio.cache.invalidate_all()
         raise
+    remove_block_partials(store, VARIABLE, grid, time_index, block)  # what a killed earlier write left
     region = {
         "time": slice(time_index, time_index + 1),
         "band": slice(0, len(spec.bands)),
