@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import copy
 import re
+import socket
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from mosaic_assets.demo.stac_load import upsert_items
-from mosaic_assets.engine.catalog import CatalogError, HrefPolicy, gdal_path, scene_table
+from mosaic_assets.engine.catalog import CatalogError, HrefPolicy, gdal_path, resolved_ips, scene_table
 from mosaic_assets.engine.layout import MosaicLayout
 from mosaic_assets.engine.spec import SpecError, parse_specs
 
@@ -62,6 +63,27 @@ def test_hostile_hrefs_are_refused_with_a_reason(href: str, policy: HrefPolicy, 
 )
 def test_allowed_hrefs_still_map(href: str, policy: HrefPolicy, expected: str) -> None:
     assert gdal_path(href, "item-1", policy) == expected
+
+
+def test_a_name_that_resolves_inside_is_refused_from_a_remote_catalog() -> None:
+    """DNS rebinding / split horizon: a host name that is not "localhost" but resolves (through this
+    machine's real resolver, /etc/hosts) to a loopback or private address is refused from a remote
+    catalog, and still allowed from a local one."""
+    candidates = [socket.gethostname(), socket.getfqdn(), "ip6-loopback", "localhost6"]
+    inside = [h for h in candidates if h != "localhost" and any(not a.is_global for a in resolved_ips(h))]
+    if not inside:
+        pytest.skip(f"none of {candidates} resolves to a private or loopback address on this machine")
+    host = inside[0]
+    href = f"http://{host}:8080/scenes/a.tif"
+    with pytest.raises(CatalogError, match=f"item item-1: href .*host '{re.escape(host)}' resolves to private"):
+        gdal_path(href, "item-1", REMOTE)
+    assert gdal_path(href, "item-1", LOCAL) == f"/vsicurl/{href}"
+    assert gdal_path(href, "item-1", HrefPolicy((f"http://{host}:8080/scenes/",), local_catalog=False))
+
+
+def test_an_unresolvable_name_is_not_mistaken_for_a_private_one() -> None:
+    assert resolved_ips("no-such-host.invalid") == ()
+    assert gdal_path("https://no-such-host.invalid/a.tif", "item-1", REMOTE).startswith("/vsicurl/")
 
 
 def test_catalog_counts_as_remote_by_its_url_not_its_self_link(small_scenes: LoadedScenes) -> None:

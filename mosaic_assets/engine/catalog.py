@@ -6,10 +6,12 @@ The scene table is a GeoDataFrame (footprints in EPSG:4326) saved as GeoParquet.
 
 from __future__ import annotations
 
+import functools
 import io
 import ipaddress
 import json
 import re
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -195,6 +197,20 @@ def _host_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
+def resolved_ips(host: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+    """Every address ``host`` resolves to now (an IP literal is itself; a name that does not resolve gives
+    none: GDAL could not reach it either). Cached per process: a catalog names few hosts."""
+    literal = _host_ip(host)
+    if literal is not None:
+        return (literal,)
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError, OSError):
+        return ()
+    return tuple(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
+
+
 def _is_loopback_host(host: str | None) -> bool:
     if not host:
         return False
@@ -252,6 +268,12 @@ class HrefPolicy:
                 f"item {item_id}: href {href!r} points at a private or loopback host named by a remote catalog; "
                 "list it in stac.allowed_href_prefixes if that is intended"
             )
+        private = [str(a) for a in resolved_ips(host or "") if not a.is_global]
+        if ip is None and private:  # a public-looking name that resolves inside (DNS rebinding, split horizon)
+            raise CatalogError(
+                f"item {item_id}: href {href!r}: host {host!r} resolves to private or loopback address "
+                f"{', '.join(private)}, named by a remote catalog; list it in stac.allowed_href_prefixes if intended"
+            )
 
 
 def _refuse(href: str, item_id: str, why: str) -> CatalogError:
@@ -291,6 +313,9 @@ def gdal_path(href: str, item_id: str, policy: HrefPolicy | None = None) -> str:
         ip = _host_ip(host)
         if host.lower().rstrip(".") in _METADATA_HOSTS or (ip is not None and (ip.is_link_local or ip.is_multicast)):
             raise _refuse(href, item_id, "points at a link-local / cloud metadata address, which is never allowed")
+        inside = [str(a) for a in resolved_ips(host) if a.is_link_local or a.is_multicast]
+        if inside:
+            raise _refuse(href, item_id, f"resolves to link-local / cloud metadata address {', '.join(inside)}")
         policy.require(href, item_id, None, host)
         return f"/vsicurl/{href}"
     if parsed.scheme in VSI_PREFIXES:
