@@ -78,3 +78,31 @@ def test_stac_token_is_in_no_event_log_compute_log_or_error(
         assert not _files_containing(tmp_path / "data", TOKEN.encode())
     finally:
         proxy.stop()
+
+
+def test_stac_sensor_skip_reason_never_holds_the_token(
+    small_scenes: LoadedScenes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sensor's tick, when the STAC server echoes the Authorization header into its error: skipped with
+    the server's complaint, the token replaced by ***, the cursor kept."""
+    from mosaic_assets.defs.sensors import build_stac_sensor
+
+    proxy = EchoingStac(small_scenes.api)
+    proxy.fault = "echo"
+    monkeypatch.setenv(STAC_TOKEN_ENV, TOKEN)
+    try:
+        spec = parse_specs(spec_document(proxy.url))[0]
+        mosaic, _ = build_mosaic_assets(spec)
+        sensor = build_stac_sensor(mosaic)
+        resources = {"stac_api": StacApiResource(url=proxy.url, token=dg.EnvVar(STAC_TOKEN_ENV))}
+        with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+            context = dg.build_sensor_context(instance=instance, resources=resources, cursor=None)
+            result = sensor(context)
+        assert proxy.injected >= 1, "the server really echoed the header"
+        assert isinstance(result, dg.SkipReason), result
+        reason = result.skip_message or ""
+        assert "Unauthorized" in reason and "***" in reason, reason
+        assert TOKEN not in reason
+        assert context.cursor is None, "the cursor did not move"
+    finally:
+        proxy.stop()
