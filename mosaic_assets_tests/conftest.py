@@ -50,7 +50,7 @@ def _stac_env() -> dict[str, str]:
         **os.environ,
         "STAC_PORT": TEST_STAC_PORT,
         "STAC_PG_PORT": TEST_PG_PORT,
-        "STAC_DATA_DIR": str(REPO / ".local" / "test-stac"),
+        "STAC_DATA_DIR": str(REPO / ".local" / f"test-stac-{TEST_STAC_PORT}"),  # sessions on other ports apart
     }
 
 

@@ -72,13 +72,14 @@ def test_checks_pass_on_a_good_mosaic_and_are_blocking_errors(built: Built) -> N
         result = built.run([built.mosaic.chunks], built.chunk_key(block))
         assert result.success
         checks = built.check_results(result)
-        assert set(checks) == {"chunks_complete", "valid_pixels_match_footprints"}
+        assert set(checks) == {"chunks_complete", "valid_pixels_match_footprints", "no_skipped_scenes"}
         assert all(c.passed for c in checks.values()), {k: c.description for k, c in checks.items()}
     template = built.check_results(built.run([built.mosaic.template], None))
     assert template["store_georeferencing"].passed
     for check in built.checks:
         for spec in check.check_specs:
-            assert spec.blocking, spec.key
+            # ERROR checks block downstream automation; a skipped scene (bad_scenes: skip) only warns
+            assert spec.blocking == (spec.name != "no_skipped_scenes"), spec.key
 
 
 def _materialize_block_then_check(built: Built, sabotage) -> dict:

@@ -21,6 +21,7 @@ import pytest
 import rasterio
 import zarr
 
+from mosaic_assets.defs.mosaic import MosaicPartitions
 from mosaic_assets.demo.scenes import SceneSetConfig, collection_document, generate_scenes, scene_item
 from mosaic_assets.demo.stac_load import upsert_collection, upsert_items
 from mosaic_assets.engine.catalog import scene_table
@@ -31,6 +32,7 @@ from mosaic_assets.engine.spec import parse_specs
 from mosaic_assets.engine.writer import SceneReadError, write_block
 
 from .conftest import engine_setup, reset_collection, spec_document
+from .pixels import assert_matches_gdal_warp
 
 pytestmark = pytest.mark.faults
 FAULT_COLLECTION = "fault-scenes"
@@ -139,6 +141,33 @@ def test_bad_scene_fails_exactly_its_blocks_naming_item_and_href(pristine: list,
         pass  # the other scenes are untouched
 
 
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_skip_policy_writes_the_blocks_without_the_bad_scene_and_lists_it(
+    pristine: list, tmp_path: Path, fault: str
+) -> None:
+    """``bad_scenes: skip``: every block is written; those the bad scene touches list it (item id, href,
+    cause) as skipped, and the store equals GDAL's own warp of the other scenes."""
+    items = _items(pristine, tmp_path / "scenes")
+    built = engine_setup(items, tmp_path, bad_scenes="skip")
+    spec, grid, table, files, store = built.spec, built.grid, built.table, built.files, built.store
+    victim = items[0]
+    href = victim["assets"]["data"]["href"]
+    corrupt, expected = FAULTS[fault]
+    corrupt(Path(href))
+
+    bad_blocks = blocks_with_scenes(grid, table[table["item_id"] == victim["id"]])
+    skipped_in = set()
+    for block in grid.blocks():
+        result = write_block(spec, grid, store, files, 0, block)
+        for skipped in result.skipped:
+            assert skipped.item_id == victim["id"]
+            assert f"item {victim['id']}: asset 'data' href {href}" in skipped.reason and expected in skipped.reason
+            skipped_in.add(block.index)
+    assert skipped_in == bad_blocks and bad_blocks, "exactly the blocks the bad scene touches skip it"
+    if fault in ("truncated_body", "wrong_crs"):  # one read-time and one header-time fault against GDAL
+        assert_matches_gdal_warp(spec, grid, store, 0, table[table["item_id"] != victim["id"]], tmp_path)
+
+
 @pytest.fixture()
 def scene_server(tmp_path: Path):
     """A plain HTTP server on loopback serving a folder (404 for anything not in it)."""
@@ -207,28 +236,43 @@ def test_clean_scenes_over_http_write_the_same_pixels_as_local(pristine: list, s
     assert np.array_equal(stores[0], stores[1]) and (stores[0] != 0).mean() > 0.3
 
 
-def test_truncated_scene_through_dagster_fails_its_partitions_and_the_rest_land(
-    pristine: list, stac_api: str, tmp_path: Path
-) -> None:
-    """Real STAC API, real Dagster instance: the partitions touching a truncated COG are FAILED with the
-    item id and href in the error, every other partition is materialized, and the failed regions hold no chunk."""
-    from mosaic_assets.defs.mosaic import MosaicPartitions, build_mosaic_assets
+def _dagster_fault_setup(pristine: list, stac_api: str, tmp_path: Path, **overrides):
+    """The scenes in the real STAC API, and a mosaic's assets (with their checks) over them."""
+    from mosaic_assets.defs.checks import build_mosaic_checks
+    from mosaic_assets.defs.mosaic import build_mosaic_assets
     from mosaic_assets.defs.resources import DataRootResource, StacApiResource
 
     items = _items(pristine, tmp_path / "scenes")
     reset_collection(stac_api, FAULT_COLLECTION)
     upsert_collection(stac_api, collection_document(FAULT_COLLECTION, items))
     upsert_items(stac_api, FAULT_COLLECTION, copy.deepcopy(items))
-    doc = spec_document(stac_api, stac={"url": stac_api, "collections": [FAULT_COLLECTION]})
+    doc = spec_document(stac_api, stac={"url": stac_api, "collections": [FAULT_COLLECTION]}, **overrides)
     spec = parse_specs(doc)[0]
     mosaic, assets = build_mosaic_assets(spec)
     resources = {"stac_api": StacApiResource(), "data_root": DataRootResource(path=str(tmp_path / "data"))}
+    return items, spec, mosaic, [*assets, *build_mosaic_checks(mosaic)], resources
+
+
+def _materialize_step(instance: dg.DagsterInstance, mosaic, assets: list, resources: dict) -> None:
+    """Catalog, GTI and template of 2024-06-01."""
+    instance.add_dynamic_partitions(mosaic.partitions.time.name, ["2024-06-01"])
+    for key, partition in ((mosaic.catalog, "2024-06-01"), (mosaic.gti, "2024-06-01"), (mosaic.template, None)):
+        result = dg.materialize(
+            assets, selection=[key], partition_key=partition, instance=instance, resources=resources
+        )
+        assert result.success
+
+
+def test_truncated_scene_through_dagster_fails_its_partitions_and_the_rest_land(
+    pristine: list, stac_api: str, tmp_path: Path
+) -> None:
+    """Real STAC API, real Dagster instance: the partitions touching a truncated COG are FAILED with the
+    item id and href in the error, every other partition is materialized, and the failed regions hold no chunk."""
+    items, spec, mosaic, assets, resources = _dagster_fault_setup(pristine, stac_api, tmp_path)
     grid = mosaic.grid
     try:
         with dg.instance_for_test() as instance:
-            instance.add_dynamic_partitions(mosaic.partitions.time.name, ["2024-06-01"])
-            for key, partition in ((mosaic.catalog, "2024-06-01"), (mosaic.gti, "2024-06-01"), (mosaic.template, None)):
-                dg.materialize(assets, selection=[key], partition_key=partition, instance=instance, resources=resources)
+            _materialize_step(instance, mosaic, assets, resources)
             _truncate(0.5)(Path(items[0]["assets"]["data"]["href"]))
             table = scene_table(spec, items)
             bad = {b.key for b in blocks_with_scenes(grid, table[table["item_id"] == items[0]["id"]])}
@@ -272,3 +316,51 @@ def test_writer_gdal_config_is_accepted_by_gdal(pristine: list, scene_server, ca
     with caplog.at_level("WARNING"), gdal_env(), rasterio.open(f"/vsicurl/{base}/a.tif") as src:
         src.read(1, window=((0, 16), (0, 16)))
     assert not [r for r in caplog.records if "Invalid value" in r.getMessage()], caplog.text
+
+
+def test_truncated_scene_under_skip_policy_through_dagster_lands_with_a_warning(
+    pristine: list, stac_api: str, tmp_path: Path
+) -> None:
+    """``bad_scenes: skip`` through Dagster with its asset checks: every partition materializes; those the
+    truncated COG touches list it in their metadata and fail the WARN check ``no_skipped_scenes``; the ERROR
+    checks pass (the block is complete without the scene); a rerun after the scene is repaired clears it."""
+    items, spec, mosaic, assets, resources = _dagster_fault_setup(pristine, stac_api, tmp_path, bad_scenes="skip")
+    victim, href = items[0]["id"], items[0]["assets"]["data"]["href"]
+    try:
+        with dg.instance_for_test() as instance:
+            _materialize_step(instance, mosaic, assets, resources)
+            original = Path(href).read_bytes()
+            _truncate(0.5)(Path(href))
+            table = scene_table(spec, items)
+            bad = {b.key for b in blocks_with_scenes(mosaic.grid, table[table["item_id"] == victim])}
+            assert bad
+            for block in blocks_with_scenes(mosaic.grid, table):
+                key = str(MosaicPartitions.chunk_key("2024-06-01", block.key))
+                result = dg.materialize(
+                    assets, selection=[mosaic.chunks], partition_key=key, instance=instance, resources=resources
+                )
+                assert result.success, block.key
+                checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+                assert checks["chunks_complete"].passed and checks["valid_pixels_match_footprints"].passed, {
+                    k: c.description for k, c in checks.items()
+                }
+                warning = checks["no_skipped_scenes"]
+                assert warning.severity == dg.AssetCheckSeverity.WARN
+                (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == mosaic.chunks]
+                metadata = event.materialization.metadata
+                if block.key in bad:
+                    assert not warning.passed and victim in warning.description
+                    assert metadata["skipped_scenes"].value == 1
+                    (listed,) = metadata["skipped"].value
+                    assert listed["item_id"] == victim and href in listed["reason"], listed
+                else:
+                    assert warning.passed and metadata["skipped_scenes"].value == 0
+
+            Path(href).write_bytes(original)  # the scene is repaired: the rerun writes it, the warning clears
+            key = str(MosaicPartitions.chunk_key("2024-06-01", sorted(bad)[0]))
+            result = dg.materialize(
+                assets, selection=[mosaic.chunks], partition_key=key, instance=instance, resources=resources
+            )
+            assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()}["no_skipped_scenes"]
+    finally:
+        reset_collection(stac_api, FAULT_COLLECTION)

@@ -6,8 +6,13 @@
 - ``valid_pixels_match_footprints`` (mosaic_chunks, per partition): the valid-pixel fraction is not
   below the footprints' coverage of the block (catches nodata where scenes promised data).
 
-All are ERROR severity and blocking, so a failure holds back downstream automation (the preview).
-The logic lives in ``engine.audit``; this module only adapts it to Dagster.
+- ``no_skipped_scenes`` (mosaic_chunks, per partition, WARN): no scene was left out under
+  ``bad_scenes: skip``. The two checks above judge a block without its skipped scenes (it is complete
+  as written), so this one is where a skipped scene shows.
+
+The first three are ERROR severity and blocking, so a failure holds back downstream automation (the
+preview); a skipped scene warns and blocks nothing. The logic lives in ``engine.audit``; this module
+only adapts it to Dagster.
 """
 
 import dagster as dg
@@ -16,6 +21,7 @@ from mosaic_assets.engine.audit import chunk_audit, coverage_audit, georeferenci
 from mosaic_assets.engine.catalog import load_scene_table
 from mosaic_assets.engine.keys import BlockIndex, parse_time_key
 from mosaic_assets.engine.object_store import exists
+from mosaic_assets.engine.skipped import load_skipped
 from mosaic_assets.engine.store import store_exists
 from mosaic_assets.engine.timegrid import step_index
 
@@ -46,9 +52,18 @@ def build_mosaic_checks(mosaic: MosaicAssets) -> list[dg.AssetChecksDefinition]:
             step_key, block_key = MosaicPartitions.split_chunk_key(key)
             yield key, step_key, grid.block(BlockIndex.parse(block_key))
 
-    def _scenes(data_root: DataRootResource, step_key: str):
-        path = data_root.layout(spec).scene_table(step_key)
-        return load_scene_table(path) if exists(path) else None
+    def _block_key(key: str) -> str:
+        return MosaicPartitions.split_chunk_key(key)[1]
+
+    def _scenes(data_root: DataRootResource, step_key: str, block_key: str):
+        """The step's scenes the partition was written with (skipped ones left out)."""
+        layout = data_root.layout(spec)
+        path = layout.scene_table(step_key)
+        if not exists(path):
+            return None
+        table = load_scene_table(path)
+        skipped = {s.item_id for s in load_skipped(layout.skipped_record(step_key, block_key))}
+        return table[~table["item_id"].isin(skipped)] if skipped else table
 
     @dg.asset_check(asset=mosaic.chunks, name="chunks_complete", blocking=True, partitions_def=mosaic.partitions.chunks)
     def chunks_complete(context: dg.AssetCheckExecutionContext, data_root: DataRootResource) -> dg.AssetCheckResult:
@@ -56,7 +71,7 @@ def build_mosaic_checks(mosaic: MosaicAssets) -> list[dg.AssetChecksDefinition]:
         store = data_root.layout(spec).store
         missing, expected, present = {}, 0, 0
         for key, step_key, block in _partitions(context):
-            scenes = _scenes(data_root, step_key)
+            scenes = _scenes(data_root, step_key, _block_key(key))
             if scenes is None:
                 missing[str(key)] = "no scene table"
                 continue
@@ -88,7 +103,7 @@ def build_mosaic_checks(mosaic: MosaicAssets) -> list[dg.AssetChecksDefinition]:
         store = data_root.layout(spec).store
         failures, figures = {}, {}
         for key, step_key, block in _partitions(context):
-            scenes = _scenes(data_root, step_key)
+            scenes = _scenes(data_root, step_key, _block_key(key))
             if scenes is None:
                 failures[str(key)] = "no scene table"
                 continue
@@ -106,4 +121,21 @@ def build_mosaic_checks(mosaic: MosaicAssets) -> list[dg.AssetChecksDefinition]:
             metadata={"valid_footprint_tolerance": dg.MetadataValue.json(figures)},
         )
 
-    return [store_georeferencing, chunks_complete, valid_pixels_match_footprints]
+    @dg.asset_check(asset=mosaic.chunks, name="no_skipped_scenes", partitions_def=mosaic.partitions.chunks)
+    def no_skipped_scenes(context: dg.AssetCheckExecutionContext, data_root: DataRootResource) -> dg.AssetCheckResult:
+        """No scene was left out of the partition under ``bad_scenes: skip`` (WARN: the rest is written)."""
+        layout = data_root.layout(spec)
+        skipped = {}
+        for key, step_key, _ in _partitions(context):
+            found = load_skipped(layout.skipped_record(step_key, _block_key(key)))
+            if found:
+                skipped[str(key)] = [{"item_id": s.item_id, "reason": s.reason} for s in found]
+        items = sorted({entry["item_id"] for entries in skipped.values() for entry in entries})
+        return dg.AssetCheckResult(
+            passed=not skipped,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"written without bad scenes {items}" if skipped else "no scene was skipped",
+            metadata={"skipped": dg.MetadataValue.json(skipped), "skipped_items": len(items)},
+        )
+
+    return [store_georeferencing, chunks_complete, valid_pixels_match_footprints, no_skipped_scenes]

@@ -16,6 +16,7 @@ from mosaic_assets.engine.grid import MosaicGrid, check_size
 from mosaic_assets.engine.gti import build_gti
 from mosaic_assets.engine.keys import BlockIndex, parse_time_key
 from mosaic_assets.engine.preview import preview_markdown, write_preview
+from mosaic_assets.engine.skipped import save_skipped
 from mosaic_assets.engine.spec import MosaicSpec
 from mosaic_assets.engine.store import StoreMismatch, ensure_template, store_time_length
 from mosaic_assets.engine.timegrid import step_index
@@ -136,6 +137,7 @@ def _sum_results(results: list[BlockWriteResult]) -> dict:
         "chunks_written": sum(r.chunks_written for r in results),
         "bytes_uncompressed": sum(r.bytes_uncompressed for r in results),
         "seconds": round(sum(r.seconds for r in results), 3),
+        "skipped_scenes": sum(len(r.skipped) for r in results),
     }
 
 
@@ -245,7 +247,8 @@ def build_mosaic_assets(spec: MosaicSpec) -> tuple[MosaicAssets, list[dg.AssetsD
         A ranged run (a backfill batch) writes each of its partitions in turn."""
         layout = data_root.layout(spec)
         length = store_time_length(layout.store)
-        results = []
+        results: list[BlockWriteResult] = []
+        skipped: list[dict[str, str]] = []
         for key in context.partition_keys:
             step_key, block_key = MosaicPartitions.split_chunk_key(key)
             time_index = step_index(spec.time, parse_time_key(step_key))
@@ -257,14 +260,22 @@ def build_mosaic_assets(spec: MosaicSpec) -> tuple[MosaicAssets, list[dg.AssetsD
                 )
             block = grid.block(BlockIndex.parse(block_key))
             try:
-                results.append(write_block(spec, grid, layout.store, layout.gti(step_key), time_index, block))
+                result = write_block(spec, grid, layout.store, layout.gti(step_key), time_index, block)
             except SceneReadError as exc:
                 if exc.transient:
                     raise  # the retry policy takes it
                 raise deterministic_failure(exc) from exc
             except StoreMismatch as exc:
                 raise deterministic_failure(exc) from exc
-        return dg.MaterializeResult(metadata=_sum_results(results))
+            save_skipped(layout.skipped_record(step_key, block_key), list(result.skipped))
+            for scene in result.skipped:
+                context.log.warning(f"{key}: written without item {scene.item_id} (bad_scenes: skip): {scene.reason}")
+            skipped += [{"partition": str(key), "item_id": s.item_id, "reason": s.reason} for s in result.skipped]
+            results.append(result)
+        metadata = _sum_results(results)
+        if skipped:
+            metadata["skipped"] = dg.MetadataValue.json(skipped[:100])
+        return dg.MaterializeResult(metadata=metadata)
 
     @dg.asset(
         key=mosaic.preview,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .gti import GtiFiles
-from .keys import parse_time_key
+from .keys import BlockIndex, parse_time_key
 from .object_store import Location, as_location, join, local_cache_dir
 from .spec import MosaicSpec
 
@@ -43,6 +43,12 @@ class MosaicLayout:
     def scene_table(self, step_key: str) -> Location:
         parse_time_key(step_key)  # a key is validated before it becomes part of a path
         return join(self.work_location, "catalog", f"{step_key}.parquet")
+
+    def skipped_record(self, step_key: str, block_key: str) -> Location:
+        """Scenes the (time step, block) partition was written without (``bad_scenes: skip``)."""
+        parse_time_key(step_key)
+        BlockIndex.parse(block_key)
+        return join(self.work_location, "skipped", step_key, f"{block_key}.json")
 
     def gti(self, step_key: str) -> GtiFiles:
         parse_time_key(step_key)

@@ -189,6 +189,12 @@ class MosaicSpec(_Frozen):
         description="Read COG overviews when the grid is coarser than the scenes (fast, not exact). "
         "Default False: always read full resolution, so pixels match a full-resolution warp.",
     )
+    bad_scenes: Literal["fail", "skip"] = Field(
+        default="fail",
+        description="A scene that cannot be read or contradicts its STAC metadata: 'fail' fails the partitions "
+        "it touches (naming item and href); 'skip' writes them without it, lists it in the partition's "
+        "metadata and fails the WARN check no_skipped_scenes. Transient errors are retried either way.",
+    )
     best_on_top: BestOnTop = BestOnTop()
     chunks: Chunks = Chunks()
     partition_bytes: int = 256 * 1024**2

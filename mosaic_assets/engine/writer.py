@@ -9,7 +9,8 @@ processes. Rerunning a partition writes identical bytes; a block no scene touche
 Never silent nodata: before the read, every scene touching the block is opened (header only) and its
 CRS, size, transform and band count are compared with its STAC metadata; a read that fails is traced
 back to the scene(s) that fail it. Either way the partition fails with ``SceneReadError`` naming the
-item id and href, and nothing is written into its region.
+item id and href, and nothing is written into its region; or, when the spec says ``bad_scenes: skip``,
+the block is read again without those scenes (GTI ``FILTER``) and they are listed in the result.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .grid import Block, MosaicGrid
 from .gti import INDEX_LAYER, GtiFiles, staged_locally
 from .leftovers import remove_block_partials
 from .object_store import exists, storage_options, vsi_path
+from .skipped import SkippedScene
 from .spec import MosaicSpec
 from .store import VARIABLE
 
@@ -81,6 +83,7 @@ class BlockWriteResult:
     chunks_written: int
     bytes_uncompressed: int
     seconds: float
+    skipped: tuple[SkippedScene, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -150,10 +153,10 @@ def verify_scenes(spec: MosaicSpec, scenes: list[dict]) -> None:
                     raise SceneReadError(f"{where}: contradicts its STAC metadata: {'; '.join(problems)}")
 
 
-def _culprits(spec: MosaicSpec, grid: MosaicGrid, block: Block, scenes: list[dict]) -> list[str]:
+def _culprits(spec: MosaicSpec, grid: MosaicGrid, block: Block, scenes: list[dict]) -> dict[str, str]:
     """After a failed block read: read each scene's part of the block at full resolution, alone, and
-    report the ones that fail (item id, href, GDAL's message)."""
-    found = []
+    report the ones that fail: item id -> "item <id>: asset <a> href <h>: <GDAL's message>"."""
+    found: dict[str, str] = {}
     bounds = grid.block_geobox(block.index).extent
     with gdal_env():
         for scene in scenes:
@@ -171,15 +174,35 @@ def _culprits(spec: MosaicSpec, grid: MosaicGrid, block: Block, scenes: list[dic
                             continue  # this scene's raster does not reach into the block
                         src.read(indexes, window=window)
                 except RasterioError as exc:
-                    found.append(f"item {scene['item_id']}: asset {asset!r} href {href}: {gdal_messages(exc)}")
+                    message = f"item {scene['item_id']}: asset {asset!r} href {href}: {gdal_messages(exc)}"
+                    found[scene["item_id"]] = "; ".join(filter(None, [found.get(scene["item_id"]), message]))
     return found
 
 
-def read_block(files: GtiFiles, block: Block) -> np.ndarray:
-    """(band, y, x) pixels of the block from the GTI, under the writer's GDAL config."""
+def _without(item_ids: list[str]) -> str:
+    """A GTI ``FILTER`` (SQL WHERE on the index) leaving these items out."""
+    quoted = ",".join("'" + i.replace("'", "''") + "'" for i in sorted(item_ids))
+    return f"item_id NOT IN ({quoted})"
+
+
+def read_block(files: GtiFiles, block: Block, exclude: list[str] | None = None) -> np.ndarray:
+    """(band, y, x) pixels of the block from the GTI, under the writer's GDAL config; ``exclude``: item
+    ids the read leaves out (the GTI's FILTER open option, so the index itself is never rewritten)."""
     window = Window(block.cols.start, block.rows.start, block.shape[1], block.shape[0])
-    with gdal_env(), rasterio.open(vsi_path(files.xml)) as mosaic:
+    options = {"FILTER": _without(exclude)} if exclude else {}
+    with gdal_env(), rasterio.open(vsi_path(files.xml), **options) as mosaic:
         return mosaic.read(window=window)
+
+
+def _read_error(block: Block, exc: RasterioError, culprits: dict[str, str], scenes: list[dict]) -> SceneReadError:
+    message = gdal_messages(exc)
+    named = "; ".join(culprits.values()) or "no single scene fails alone; scenes: " + ", ".join(
+        s["item_id"] for s in scenes
+    )
+    return SceneReadError(
+        f"block {block.key}: reading the GTI failed ({message}); {named}",
+        transient=_is_transient(message) or any(_is_transient(c) for c in culprits.values()),
+    )
 
 
 def _verified_read(spec: MosaicSpec, grid: MosaicGrid, files: GtiFiles, block: Block, scenes: list[dict]) -> np.ndarray:
@@ -187,26 +210,54 @@ def _verified_read(spec: MosaicSpec, grid: MosaicGrid, files: GtiFiles, block: B
     try:
         return read_block(files, block)
     except RasterioError as exc:
-        message = gdal_messages(exc)
-        culprits = _culprits(spec, grid, block, scenes)
-        named = "; ".join(culprits) or "no single scene fails alone; scenes: " + ", ".join(s["item_id"] for s in scenes)
-        raise SceneReadError(
-            f"block {block.key}: reading the GTI failed ({message}); {named}",
-            transient=_is_transient(message) or any(_is_transient(c) for c in culprits),
-        ) from exc
+        raise _read_error(block, exc, _culprits(spec, grid, block, scenes), scenes) from exc
+
+
+def _read_skipping(
+    spec: MosaicSpec, grid: MosaicGrid, files: GtiFiles, block: Block, scenes: list[dict]
+) -> tuple[np.ndarray, list[SkippedScene]]:
+    """The block without the scenes that cannot be read or contradict STAC (``bad_scenes: skip``).
+
+    Transient errors still raise (a retry may read the scene); only scenes that fail alone and for good
+    are skipped, so one bad scene never takes its neighbours' pixels with it."""
+    skipped: dict[str, str] = {}
+    for scene in scenes:
+        try:
+            verify_scenes(spec, [scene])
+        except SceneReadError as exc:
+            if exc.transient:
+                raise
+            skipped[scene["item_id"]] = str(exc)
+    while True:
+        try:
+            data = read_block(files, block, exclude=list(skipped))
+            return data, [SkippedScene(i, why) for i, why in sorted(skipped.items())]
+        except RasterioError as exc:
+            rest = [s for s in scenes if s["item_id"] not in skipped]
+            culprits = _culprits(spec, grid, block, rest)
+            error = _read_error(block, exc, culprits, rest)
+            if error.transient or not culprits:
+                raise error from exc
+            skipped.update(culprits)
 
 
 def write_block(
     spec: MosaicSpec, grid: MosaicGrid, store: str, files: GtiFiles, time_index: int, block: Block
 ) -> BlockWriteResult:
+    """Write the block's region; with ``spec.bad_scenes == "skip"`` bad scenes are left out and listed in
+    the result instead of failing it."""
     started = time.perf_counter()
     files = staged_locally(spec, grid, files)  # an object-store GTI is read from a local copy of its index
     scenes = block_scenes(grid, files, block)
     pixels = block.shape[0] * block.shape[1]
     if not scenes:
         return BlockWriteResult(0, pixels, 0, 0, 0, time.perf_counter() - started)
+    skipped: list[SkippedScene] = []
     try:
-        data = _verified_read(spec, grid, files, block, scenes)
+        if spec.bad_scenes == "skip":
+            data, skipped = _read_skipping(spec, grid, files, block, scenes)
+        else:
+            data = _verified_read(spec, grid, files, block, scenes)
     except SceneReadError as exc:
         if exc.transient:
             # GDAL remembers a failed HTTP response for the life of the process: forget it, so that a
@@ -230,6 +281,7 @@ def write_block(
         chunks_written=_nonempty_chunks(valid, grid.chunk_shape),
         bytes_uncompressed=int(data.nbytes),
         seconds=time.perf_counter() - started,
+        skipped=tuple(skipped),
     )
 
 
