@@ -5,6 +5,7 @@ store sees them."""
 from __future__ import annotations
 
 import copy
+import json
 import re
 import socket
 from pathlib import Path
@@ -14,6 +15,8 @@ import pytest
 
 from mosaic_assets.demo.stac_load import upsert_items
 from mosaic_assets.engine.catalog import CatalogError, HrefPolicy, gdal_path, resolved_ips, scene_table
+from mosaic_assets.engine.grid import MosaicGrid
+from mosaic_assets.engine.gti import GtiFiles, build_gti
 from mosaic_assets.engine.layout import MosaicLayout
 from mosaic_assets.engine.spec import SpecError, parse_specs
 
@@ -108,6 +111,24 @@ def test_item_ids_that_could_be_paths_are_refused(small_scenes: LoadedScenes, it
     item["id"] = item_id
     with pytest.raises(CatalogError, match="id"):
         scene_table(parse_specs(spec_document(small_scenes.api))[0], [item])
+
+
+def test_hostile_asset_keys_never_reach_a_path(small_scenes: LoadedScenes, tmp_path: Path) -> None:
+    """Asset (band) keys like ``../../x`` or with NUL are only ever looked up, never joined into a path: the
+    scene table keeps just the spec's asset, and the GTI built from it lands in its own folder."""
+    spec = parse_specs(spec_document(small_scenes.api))[0]
+    item = copy.deepcopy(small_scenes.items[0])
+    good = item["assets"]["data"]
+    for key in ("../../escape", "/abs/escape", "a\x00b", "line\nbreak", ".."):
+        item["assets"][key] = {**good, "href": good["href"]}
+    table = scene_table(spec, [item])
+    assert list(json.loads(table["hrefs"].iloc[0])) == ["data"]
+    work = tmp_path / "work" / "gti"
+    build_gti(spec, MosaicGrid.from_spec(spec), table, GtiFiles.for_step(work, "2024-06-01"))
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
+        "work/gti/2024-06-01.gpkg",
+        "work/gti/2024-06-01.gti",
+    ]
 
 
 @pytest.mark.parametrize(
