@@ -118,3 +118,27 @@ def test_repair_schedule_reruns_exactly_the_failed_partitions(
         again = schedule.evaluate_tick(context)
         assert not again.run_requests and again.skip_message
     os.environ.pop("DAGSTER_HOME", None)
+
+
+def test_expected_blocks_follow_the_scene_table_when_it_changes(small_scenes: LoadedScenes, tmp_path: Path) -> None:
+    """The repair schedule's per-table cache: no table -> None; the table's blocks; a rewritten table (one
+    scene fewer) is read again, not served from the cache."""
+    from mosaic_assets.engine.catalog import save_scene_table, scene_table
+    from mosaic_assets.engine.planner import blocks_in_scene_table, blocks_with_scenes
+    from mosaic_assets.engine.spec import parse_specs
+
+    from .conftest import spec_document
+
+    spec = parse_specs(spec_document(small_scenes.api))[0]
+    grid = MosaicGrid.from_spec(spec)
+    items = [i for i in small_scenes.items if i["properties"]["datetime"].startswith("2024-06-01")]
+    path = tmp_path / "catalog" / "2024-06-01.parquet"
+    assert blocks_in_scene_table(grid, path) is None
+    table = scene_table(spec, items)
+    save_scene_table(table, path)
+    assert blocks_in_scene_table(grid, path) == {b.key for b in blocks_with_scenes(grid, table)}
+    fewer = table.iloc[:1]
+    save_scene_table(fewer, path)
+    expected = {b.key for b in blocks_with_scenes(grid, fewer)}
+    assert expected < {b.key for b in blocks_with_scenes(grid, table)}, "precondition: one scene covers less"
+    assert blocks_in_scene_table(grid, path) == expected

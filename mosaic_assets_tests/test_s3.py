@@ -24,10 +24,13 @@ from mosaic_assets.engine.object_store import (
     as_location,
     gdal_s3_config,
     join,
+    read_bytes,
     s3_endpoint_url,
     s3_environment,
     storage_options,
+    version_tag,
     vsi_path,
+    write_bytes,
 )
 from mosaic_assets.engine.planner import blocks_with_scenes
 from mosaic_assets.engine.spec import MosaicSpec, load_specs
@@ -108,6 +111,18 @@ def test_everything_shared_lives_in_the_bucket(s3_build: S3Build, s3_server: S3S
     chunks = [k for k in stored if k.startswith(_key(layout.store + "/mosaic/c/"))]
     assert len(chunks) > 4
     print(f"\n[s3] build through Dagster against local S3: {s3_build.seconds:.1f} s, {len(chunks)} chunk objects")
+
+
+def test_scene_table_version_changes_when_the_object_does(s3_build: S3Build, s3_environ: S3Server) -> None:
+    """What the repair schedule's cache keys on, on an object store: the ETag + size of the scene table."""
+    table = s3_build.layout.scene_table("2024-06-01")
+    copy = join(s3_build.layout.work_location, "catalog", "version-probe.parquet")
+    assert version_tag(copy) is None
+    write_bytes(copy, read_bytes(table))
+    first = version_tag(copy)
+    assert first and version_tag(copy) == first, "stable while the object is unchanged"
+    write_bytes(copy, read_bytes(table) + b"\0")
+    assert version_tag(copy) not in (None, first)
 
 
 def _key(url: object) -> str:

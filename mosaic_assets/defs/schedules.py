@@ -9,9 +9,7 @@ import dagster as dg
 from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests_with_backfill_policies
 from dagster._core.definitions.events import AssetKeyPartitionKey
 
-from mosaic_assets.engine.catalog import load_scene_table
-from mosaic_assets.engine.object_store import exists
-from mosaic_assets.engine.planner import blocks_with_scenes
+from mosaic_assets.engine.planner import blocks_in_scene_table
 
 from .mosaic import MosaicAssets
 from .resources import DataRootResource
@@ -21,10 +19,8 @@ def expected_chunk_keys(mosaic: MosaicAssets, instance: dg.DagsterInstance, data
     layout = data_root.layout(mosaic.spec)
     keys: set[str] = set()
     for step in instance.get_dynamic_partitions(mosaic.partitions.time.name):
-        table_path = layout.scene_table(step)
-        if exists(table_path):
-            blocks = blocks_with_scenes(mosaic.grid, load_scene_table(table_path))
-            keys |= {str(mosaic.partitions.chunk_key(step, b.key)) for b in blocks}
+        blocks = blocks_in_scene_table(mosaic.grid, layout.scene_table(step))
+        keys |= {str(mosaic.partitions.chunk_key(step, b)) for b in blocks or ()}
     return keys
 
 

@@ -128,6 +128,25 @@ def exists(location: Location) -> bool:
     return fs.exists(location)
 
 
+def version_tag(location: Location) -> str | None:
+    """What changes when the object changes (local: mtime and size; object store: ETag and size), or None
+    when it does not exist: lets callers cache what they derived from a file."""
+    location = as_location(location)
+    if isinstance(location, Path):
+        try:
+            stat = location.stat()
+        except FileNotFoundError:
+            return None
+        return f"{stat.st_mtime_ns}-{stat.st_size}"
+    fs = filesystem(location)
+    fs.invalidate_cache()
+    try:
+        info = fs.info(location)
+    except FileNotFoundError:
+        return None
+    return f"{info.get('ETag') or info.get('LastModified') or ''}-{info.get('size')}"
+
+
 def read_bytes(location: Location) -> bytes:
     location = as_location(location)
     if isinstance(location, Path):

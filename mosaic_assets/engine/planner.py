@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 import geopandas as gpd
 from odc.geo import geom
 
-from .catalog import CatalogError, scene_table
+from .catalog import CatalogError, load_scene_table, scene_table
 from .grid import MosaicGrid
 from .gti import scene_footprints
 from .keys import BlockIndex
+from .object_store import Location, version_tag
 from .spec import MosaicSpec
 
 
@@ -24,6 +25,23 @@ def blocks_with_scenes(grid: MosaicGrid, scenes: gpd.GeoDataFrame) -> set[BlockI
     for footprint in scene_footprints(grid, scenes):
         touched |= grid.blocks_touching(geom.Geometry(footprint, grid.geobox.crs))
     return touched
+
+
+_TOUCHED_CACHE: dict[tuple, frozenset[str]] = {}
+
+
+def blocks_in_scene_table(grid: MosaicGrid, table: Location) -> frozenset[str] | None:
+    """Keys of the blocks a time step's scenes touch, from its scene table (None: no table yet).
+
+    Cached per table version, so a process asking every few minutes (the repair schedule) re-reads only
+    the tables that changed, not years of time steps."""
+    version = version_tag(table)
+    if version is None:
+        return None
+    key = (str(table), version, grid.geobox, grid.block_shape)
+    if key not in _TOUCHED_CACHE:
+        _TOUCHED_CACHE[key] = frozenset(b.key for b in blocks_with_scenes(grid, load_scene_table(table)))
+    return _TOUCHED_CACHE[key]
 
 
 @dataclass
