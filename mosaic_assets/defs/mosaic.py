@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from mosaic_assets.engine.catalog import CatalogError, load_scene_table, save_scene_table, search_time_step
+from mosaic_assets.engine.catalog import explain_stac_failure, load_scene_table, save_scene_table, search_time_step
 from mosaic_assets.engine.grid import MosaicGrid, check_size
 from mosaic_assets.engine.gti import build_gti
 from mosaic_assets.engine.keys import BlockIndex, parse_time_key
@@ -113,16 +113,6 @@ def deterministic_failure(exc: Exception) -> dg.Failure:
     return dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False)
 
 
-def _error_text(exc: BaseException) -> str:
-    """An exception's message with those of its causes: what Dagster would record."""
-    parts, seen = [], set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        parts.append(str(exc))
-        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-    return " <- ".join(parts)
-
-
 def _time_partition_of(dim: str) -> dg.MultiToSingleDimensionPartitionMapping:
     return dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=dim)
 
@@ -165,18 +155,12 @@ def build_mosaic_assets(spec: MosaicSpec) -> tuple[MosaicAssets, list[dg.AssetsD
         step_key = context.partition_key
         try:
             table = search_time_step(spec, stac_api.client(spec), step_key, stac_api.url or spec.stac.url)
-        except CatalogError as exc:
-            raise deterministic_failure(exc) from exc
         except Exception as exc:
-            # a STAC server may echo the request (Authorization header included) into its error body
-            text = _error_text(exc)
-            redacted = text.replace(stac_api.token, "***") if stac_api.token else text
-            status = getattr(exc, "status_code", None)
-            if isinstance(status, int) and 400 <= status < 500 and status not in (408, 429):
-                # 401/403/404/422...: retrying cannot help
-                raise dg.Failure(description=f"{type(exc).__name__}: {redacted}", allow_retries=False) from None
-            if redacted != text:
-                raise RuntimeError(f"{type(exc).__name__}: {redacted}") from None
+            failure = explain_stac_failure(exc, stac_api.token)
+            if not failure.retryable:
+                raise dg.Failure(description=failure.message, allow_retries=False) from None
+            if failure.redacted:  # the original exception (and its chain) would carry the token
+                raise RuntimeError(failure.message) from None
             raise
         path = data_root.layout(spec).scene_table(step_key)
         save_scene_table(table, path)

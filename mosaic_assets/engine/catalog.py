@@ -55,6 +55,30 @@ class StacIncompleteError(RuntimeError):
     a malformed page). Transient as far as we can tell: the step is retried, and nothing is written."""
 
 
+@dataclass(frozen=True)
+class StacFailure:
+    """Why a STAC request failed, said safely: the message (the whole cause chain) with the token
+    replaced by ``***`` (a server may echo the Authorization header into its error), and whether a
+    retry can help (not for 4xx other than 408/429, nor for an unusable item)."""
+
+    message: str
+    retryable: bool
+    redacted: bool
+
+
+def explain_stac_failure(exc: BaseException, token: str | None) -> StacFailure:
+    parts, seen, current = [], set(), exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        parts.append(str(current))
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    text = f"{type(exc).__name__}: " + " <- ".join(parts)
+    safe = text.replace(token, "***") if token else text
+    status = getattr(exc, "status_code", None)
+    client_error = isinstance(status, int) and 400 <= status < 500 and status not in (408, 429)
+    return StacFailure(safe, not (client_error or isinstance(exc, CatalogError)), safe != text)
+
+
 # HTTP-level retries for the STAC API: connection errors, timeouts and 429/5xx, with exponential
 # backoff and jitter (1, 2, 4, 8 s, +-1 s), for GET and POST (searches only read). Past these,
 # the error reaches Dagster, whose RetryPolicy retries the whole step.
