@@ -14,6 +14,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC
 from multiprocessing import get_context
@@ -59,14 +60,23 @@ def _materialize_range(selection: str, keys: list[str]) -> None:
     _materialize(selection, None, {RANGE_START: keys[0], RANGE_END: keys[-1]})
 
 
-def contiguous_batches(keys: list[str], ordered: list[str], size: int) -> list[list[str]]:
+def contiguous_batches(
+    keys: list[str], ordered: list[str], size: int, group: Callable[[str], object] | None = None
+) -> list[list[str]]:
     """Split ``keys`` into runs of consecutive keys of ``ordered`` (so a range holds no other key),
-    each at most ``size`` long: fewer runs, each carrying Dagster's per-run cost once."""
+    each at most ``size`` long and, with ``group``, within one group: fewer runs, each carrying
+    Dagster's per-run cost once.
+
+    Chunk keys are grouped by time step: Dagster expands a range of a multi-partitioned asset per
+    dimension ([first step..last step] x [first block..last block]), so a range crossing a time step
+    is not the consecutive keys between its ends (measured: a build wrote some blocks twice and
+    skipped others, 12 % of the benchmark's pixels nodata)."""
     position = {k: i for i, k in enumerate(ordered)}
+    group = group or (lambda key: None)
     batches: list[list[str]] = []
     for key in sorted(keys, key=position.__getitem__):
         last = batches[-1] if batches else None
-        if last and len(last) < size and position[key] == position[last[-1]] + 1:
+        if last and len(last) < size and position[key] == position[last[-1]] + 1 and group(key) == group(last[-1]):
             last.append(key)
         else:
             batches.append([key])
@@ -105,7 +115,7 @@ def build(workers: int) -> list[dict]:
         ]
         ordered = parts.chunks.get_partition_keys(dynamic_partitions_store=instance)
         size = max(1, min(spec.operations.partitions_per_run, math.ceil(len(chunk_keys) / (2 * workers))))
-        batches = contiguous_batches(chunk_keys, ordered, size)
+        batches = contiguous_batches(chunk_keys, ordered, size, group=lambda k: MosaicPartitions.split_chunk_key(k)[0])
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
             list(pool.map(_materialize_range, [f"{spec.name}/mosaic_chunks"] * len(batches), batches))
         for step in steps:
