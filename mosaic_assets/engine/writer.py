@@ -32,6 +32,7 @@ from rasterio.windows import Window, from_bounds
 from .gdal_env import gdal_env
 from .grid import Block, MosaicGrid
 from .gti import INDEX_LAYER, GtiFiles, staged_locally
+from .gti_cache import open_gtis
 from .object_store import exists, storage_options, vsi_path
 from .spec import MosaicSpec
 from .store import VARIABLE
@@ -177,8 +178,8 @@ def _culprits(spec: MosaicSpec, grid: MosaicGrid, block: Block, scenes: list[dic
 def read_block(files: GtiFiles, block: Block) -> np.ndarray:
     """(band, y, x) pixels of the block from the GTI, under the writer's GDAL config."""
     window = Window(block.cols.start, block.rows.start, block.shape[1], block.shape[0])
-    with gdal_env(), rasterio.open(vsi_path(files.xml)) as mosaic:
-        return mosaic.read(window=window)
+    with gdal_env():
+        return open_gtis.read(files, window)
 
 
 def _verified_read(spec: MosaicSpec, grid: MosaicGrid, files: GtiFiles, block: Block, scenes: list[dict]) -> np.ndarray:
