@@ -10,17 +10,35 @@ All are ERROR severity and blocking, so a failure holds back downstream automati
 The logic lives in ``engine.audit``; this module only adapts it to Dagster.
 """
 
+import functools
+import os
+
 import dagster as dg
+import geopandas as gpd
 
 from mosaic_assets.engine.audit import chunk_audit, coverage_audit, georeferencing_problems
 from mosaic_assets.engine.catalog import load_scene_table
 from mosaic_assets.engine.keys import BlockIndex, parse_time_key
-from mosaic_assets.engine.object_store import exists
+from mosaic_assets.engine.object_store import Location, exists, is_remote
 from mosaic_assets.engine.store import store_exists
 from mosaic_assets.engine.timegrid import step_index
 
 from .mosaic import MosaicAssets, MosaicPartitions
 from .resources import DataRootResource
+
+
+@functools.lru_cache(maxsize=8)
+def _scene_table_version(path: str, mtime_ns: int, size: int) -> gpd.GeoDataFrame:
+    return load_scene_table(path)
+
+
+def _cached_scene_table(path: Location) -> gpd.GeoDataFrame:
+    """The time step's scene table, read once per version and process: the two chunk checks read it for
+    every partition of a ranged run (10 % of a chunk run's samples). Object-store tables are read each time."""
+    if is_remote(path):
+        return load_scene_table(path)
+    stat = os.stat(path)
+    return _scene_table_version(str(path), stat.st_mtime_ns, stat.st_size)
 
 
 def build_mosaic_checks(mosaic: MosaicAssets) -> list[dg.AssetChecksDefinition]:
@@ -48,7 +66,7 @@ def build_mosaic_checks(mosaic: MosaicAssets) -> list[dg.AssetChecksDefinition]:
 
     def _scenes(data_root: DataRootResource, step_key: str):
         path = data_root.layout(spec).scene_table(step_key)
-        return load_scene_table(path) if exists(path) else None
+        return _cached_scene_table(path) if exists(path) else None
 
     @dg.asset_check(asset=mosaic.chunks, name="chunks_complete", blocking=True, partitions_def=mosaic.partitions.chunks)
     def chunks_complete(context: dg.AssetCheckExecutionContext, data_root: DataRootResource) -> dg.AssetCheckResult:
