@@ -137,8 +137,8 @@ def _build_mosaic(spec: MosaicSpec, workers: int, pool: ProcessPoolExecutor) -> 
     size = max(1, min(spec.operations.partitions_per_run, math.ceil(len(chunk_keys) / (2 * workers))))
     batches = contiguous_batches(chunk_keys, ordered, size, group=lambda k: MosaicPartitions.split_chunk_key(k)[0])
     list(pool.map(_materialize_range, [f"{spec.name}/mosaic_chunks"] * len(batches), batches))
-    for step in steps:
-        _materialize(f"{spec.name}/preview", step)
+    # one run per time step (a preview has per-step metadata); on the pool, so they run side by side
+    list(pool.map(_materialize, [f"{spec.name}/preview"] * len(steps), steps))
     return {
         "mosaic": spec.name,
         "store": layout.store,
