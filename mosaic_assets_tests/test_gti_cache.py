@@ -52,3 +52,17 @@ def test_gti_rebuilt_in_place_is_reopened(items: list[dict], tmp_path: Path) -> 
     after = read_block(built.files, block)
     assert not np.array_equal(before, after), "the dropped scene's pixels are gone"
     assert np.array_equal(after, _fresh(built.files, block))
+
+
+def test_gti_is_closed_when_the_process_passes_its_memory_budget(
+    items: list[dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Open scenes keep their decoded tiles in GDAL's cache: past the budget the GTI is not kept."""
+    built = engine_setup(items, tmp_path)
+    block = built.grid.block(sorted(blocks_with_scenes(built.grid, built.table))[0])
+    read_block(built.files, block)
+    assert gti_cache.open_gtis.dataset is not None
+    monkeypatch.setenv("MOSAIC_WORKER_MEMORY_GB", "0.01")  # 10 MB: any Python process is over it
+    data = read_block(built.files, block)
+    assert gti_cache.open_gtis.dataset is None
+    assert np.array_equal(data, _fresh(built.files, block))

@@ -10,6 +10,11 @@ scenes is reopened; one GTI per thread (datasets are not thread-safe), closed af
 ``MAX_READS`` blocks so the scenes it holds open (each with its VSI cache) cannot pile up over a
 long-lived worker; and any read error closes it, so a retry reopens the GTI and its scenes. Only
 local GTIs are kept (a writer reads an object-store GTI through a local copy, ``staged_locally``).
+
+Memory: the scenes' decoded tiles stay in GDAL's block cache while their dataset is open, so a kept
+GTI fills the cache (half the worker's memory) where closing it after each block never did (measured
+on the large benchmark: a writer's peak RSS 0.7 -> 1.9 GB). It is therefore also closed, which frees
+those tiles, as soon as the process's RSS passes ``KEEP_RSS_FRACTION`` of the worker's memory.
 """
 
 from __future__ import annotations
@@ -22,10 +27,21 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from .gdal_env import worker_memory_gb
 from .gti import GtiFiles
 from .object_store import is_remote, vsi_path
 
 MAX_READS = 32  # blocks read through one open GTI before it is closed and reopened
+KEEP_RSS_FRACTION = 0.5  # of MOSAIC_WORKER_MEMORY_GB: above this RSS, the GTI is closed after the read
+
+
+def _rss_bytes() -> int:
+    """The process's resident set now (Linux; 0 where /proc is not there, i.e. never over budget)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _identity(files: GtiFiles) -> tuple | None:
@@ -72,6 +88,8 @@ class OpenGtis(threading.local):
             self.close()
             raise
         self.reads += 1
+        if _rss_bytes() > KEEP_RSS_FRACTION * worker_memory_gb() * 1024**3:
+            self.close()
         return data
 
 
