@@ -99,3 +99,24 @@ def test_region_write_is_byte_identical_to_xarray_region_write(tmp_path: Path) -
     written = _digest(stores["zarr"])
     assert any(k.startswith("mosaic/c/") for k in written)
     assert written == _digest(stores["xarray"])
+
+
+def test_region_write_clears_temps_a_killed_writer_of_the_block_left(tmp_path: Path) -> None:
+    """zarr writes a chunk to '<chunk>.<uuid>.partial' then renames it; a SIGKILL can leave the temp.
+    The block's rerun removes its own temps and no other block's."""
+    from mosaic_assets.engine.writer import write_region
+
+    spec, grid = _spec()
+    blocks = list(grid.blocks())
+    store = tmp_path / "m.zarr"
+    ensure_template(spec, grid, str(store), 1)
+    mine, other = blocks[0], blocks[1]
+    rows = Path(store) / "mosaic" / "c" / "0" / "0"
+    (rows / "0").mkdir(parents=True)
+    stale = rows / "0" / f"{mine.cols.start // grid.chunk_shape[1]}.0123abcd.partial"
+    foreign = rows / "0" / f"{other.cols.start // grid.chunk_shape[1]}.4567ef01.partial"
+    stale.touch()
+    foreign.touch()
+    h, w = mine.rows.stop - mine.rows.start, mine.cols.stop - mine.cols.start
+    write_region(str(store), grid, 0, mine, np.full((len(spec.bands), h, w), 7, dtype=spec.dtype))
+    assert not stale.exists() and foreign.exists()

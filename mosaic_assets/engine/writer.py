@@ -18,6 +18,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyogrio
@@ -33,7 +34,7 @@ from .gdal_env import gdal_env
 from .grid import Block, MosaicGrid
 from .gti import INDEX_LAYER, GtiFiles, staged_locally
 from .gti_cache import open_gtis
-from .object_store import exists, storage_options, vsi_path
+from .object_store import exists, is_remote, storage_options, vsi_path
 from .spec import MosaicSpec
 from .store import VARIABLE
 
@@ -241,6 +242,7 @@ def write_region(store: str, grid: MosaicGrid, time_index: int, block: Block, da
     )
     if not aligned:
         raise ValueError(f"block {block.key} ({rows}, {cols}) is not aligned to the {grid.chunk_shape} chunks")
+    _remove_stale_temps(store, grid, time_index, block)
     array = zarr.open_array(
         store,
         path=VARIABLE,
@@ -249,6 +251,22 @@ def write_region(store: str, grid: MosaicGrid, time_index: int, block: Block, da
         config={"write_empty_chunks": False},  # all-nodata chunks stay absent (the audits rely on it)
     )
     array[time_index, :, rows, cols] = data
+
+
+def _remove_stale_temps(store: str, grid: MosaicGrid, time_index: int, block: Block) -> None:
+    """Delete what a writer of this block killed mid-write left: zarr's local store writes each chunk
+    to ``<chunk>.<uuid>.partial`` and renames it, so a SIGKILL can leave such a file next to the
+    chunks. Only this block's chunks are looked at (no other partition shares them), so a rerun
+    restores the store exactly. Object stores write whole objects and leave nothing."""
+    if is_remote(store):
+        return
+    cy, cx = grid.chunk_shape
+    cols = range(block.cols.start // cx, -(-block.cols.stop // cx))
+    for row in range(block.rows.start // cy, -(-block.rows.stop // cy)):
+        folder = Path(store) / VARIABLE / "c" / str(time_index) / "0" / str(row)
+        for temp in folder.glob("*.partial") if folder.is_dir() else ():
+            if temp.name.split(".")[0].isdigit() and int(temp.name.split(".")[0]) in cols:
+                temp.unlink(missing_ok=True)
 
 
 def _nonempty_chunks(valid: np.ndarray, chunk_shape: tuple[int, int]) -> int:
