@@ -53,3 +53,28 @@ def test_build_batches_only_consecutive_keys() -> None:
     batches = contiguous_batches(["k7", "k1", "k2", "k3", "k5", "k6", "k9"], ordered, size=2)
     assert batches == [["k1", "k2"], ["k3"], ["k5", "k6"], ["k7"], ["k9"]]
     assert contiguous_batches([], ordered, size=4) == []
+
+
+def test_build_batches_are_exactly_what_dagster_runs_for_their_range() -> None:
+    """A ranged run of a multi-partitioned asset covers [first..last] of each dimension, so the batches
+    ``run build`` makes of two time steps must each stay within one step."""
+    from mosaic_assets.defs.mosaic import MosaicPartitions, build_mosaic_assets
+    from mosaic_assets.engine.spec import parse_specs
+    from mosaic_assets.run import contiguous_batches
+
+    mosaic, _ = build_mosaic_assets(parse_specs(spec_document("http://127.0.0.1:1"))[0])
+    parts = mosaic.partitions
+    steps = ["2024-06-01", "2024-06-02"]
+    blocks = parts.blocks.get_partition_keys()
+    # the last blocks of one step and the first of the next: consecutive keys, across a step boundary
+    keys = [str(parts.chunk_key(s, b)) for s, bs in ((steps[0], blocks[-4:]), (steps[1], blocks[:4])) for b in bs]
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(parts.time.name, steps)
+        ordered = parts.chunks.get_partition_keys(dynamic_partitions_store=instance)
+        batches = contiguous_batches(keys, ordered, 8, group=lambda k: MosaicPartitions.split_chunk_key(k)[0])
+        assert len(batches) == 2
+        for batch in batches:
+            ranged = parts.chunks.get_partition_keys_in_range(
+                dg.PartitionKeyRange(batch[0], batch[-1]), dynamic_partitions_store=instance
+            )
+            assert sorted(map(str, ranged)) == sorted(batch)

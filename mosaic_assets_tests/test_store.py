@@ -74,3 +74,49 @@ def test_store_of_another_grid_is_refused_untouched(tmp_path: Path, overrides: d
     with pytest.raises(StoreMismatch, match=differs):
         ensure_template(other, other_grid, str(store), 3)
     assert _digest(store) == before
+
+
+def test_region_write_is_byte_identical_to_xarray_region_write(tmp_path: Path) -> None:
+    """The writer writes with zarr directly; the chunks must be what xarray's ``to_zarr(region=...)``
+    wrote: same bytes, all-nodata chunks absent, a partly nodata chunk stored, edge chunks clipped."""
+    from mosaic_assets.engine.writer import write_region
+
+    spec, grid = _spec()
+    blocks = list(grid.blocks())
+    rng = np.random.default_rng(5)
+    stores = {name: tmp_path / f"{name}.zarr" for name in ("xarray", "zarr")}
+    for store in stores.values():
+        ensure_template(spec, grid, str(store), 2)
+    for i, block in enumerate([blocks[0], blocks[-1]]):  # a full block and the clipped corner block
+        h, w = block.rows.stop - block.rows.start, block.cols.stop - block.cols.start
+        data = rng.integers(1, 5000, size=(len(spec.bands), h, w), dtype=spec.dtype)
+        data[:, : h // 2, :] = spec.nodata  # whole chunks of nodata (not stored) and chunks partly nodata
+        data[:, h // 2 : h // 2 + 3, :] = spec.nodata
+        region = {"time": slice(i, i + 1), "band": slice(0, len(spec.bands)), "y": block.rows, "x": block.cols}
+        ds = xr.Dataset({"mosaic": (("time", "band", "y", "x"), data[np.newaxis])})
+        ds.to_zarr(str(stores["xarray"]), region=region, mode="r+", consolidated=False)
+        write_region(str(stores["zarr"]), grid, i, block, data)
+    written = _digest(stores["zarr"])
+    assert any(k.startswith("mosaic/c/") for k in written)
+    assert written == _digest(stores["xarray"])
+
+
+def test_region_write_clears_temps_a_killed_writer_of_the_block_left(tmp_path: Path) -> None:
+    """zarr writes a chunk to '<chunk>.<uuid>.partial' then renames it; a SIGKILL can leave the temp.
+    The block's rerun removes its own temps and no other block's."""
+    from mosaic_assets.engine.writer import write_region
+
+    spec, grid = _spec()
+    blocks = list(grid.blocks())
+    store = tmp_path / "m.zarr"
+    ensure_template(spec, grid, str(store), 1)
+    mine, other = blocks[0], blocks[1]
+    rows = Path(store) / "mosaic" / "c" / "0" / "0"
+    (rows / "0").mkdir(parents=True)
+    stale = rows / "0" / f"{mine.cols.start // grid.chunk_shape[1]}.0123abcd.partial"
+    foreign = rows / "0" / f"{other.cols.start // grid.chunk_shape[1]}.4567ef01.partial"
+    stale.touch()
+    foreign.touch()
+    h, w = mine.rows.stop - mine.rows.start, mine.cols.stop - mine.cols.start
+    write_region(str(store), grid, 0, mine, np.full((len(spec.bands), h, w), 7, dtype=spec.dtype))
+    assert not stale.exists() and foreign.exists()

@@ -1,12 +1,14 @@
 """Ours via the engine: the Zarr template, then every planned (time step, block) partition written by
 ``mosaic_assets.engine.writer.write_block``, partitions spread over ``job.workers`` processes.
 
-Same process model as ``mosaic_assets.run build`` (a spawn pool, one partition per task) without
-Dagster, so the difference between the two is orchestration.
+Same process model as ``mosaic_assets.run build`` without Dagster: a spawn pool, each task a batch of
+consecutive blocks of one time step, sized as build sizes its ranged runs (so a worker's open GTI
+serves neighbouring blocks, as in a ranged run). The difference between the two is orchestration.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
@@ -33,14 +35,35 @@ def write_partition(spec_path: str, data_root: str, store: str, step: str, block
     return {**asdict(result), "started": started}
 
 
+def write_batch(spec_path: str, data_root: str, store: str, parts: list[tuple[str, str]]) -> list[dict]:
+    """Consecutive partitions in one task, as a ranged run writes them."""
+    return [write_partition(spec_path, data_root, store, step, block_key) for step, block_key in parts]
+
+
+def batches(parts: list[tuple[str, str]], workers: int, per_run: int) -> list[list[tuple[str, str]]]:
+    """Runs of consecutive partitions of one time step, at most min(per_run, ceil(n / (2 x workers)))
+    long: the size ``mosaic_assets.run.build`` gives its ranged runs."""
+    size = max(1, min(per_run, math.ceil(len(parts) / (2 * workers))))
+    out: list[list[tuple[str, str]]] = []
+    for part in parts:
+        if out and len(out[-1]) < size and out[-1][-1][0] == part[0]:
+            out[-1].append(part)
+        else:
+            out.append([part])
+    return out
+
+
 def write_all(job: Job, store: str) -> list[dict]:
     """Template + all planned partitions over a spawn pool; returns each partition's write result."""
     spec, grid = spec_of(job.spec), grid_of(job.spec)
     ensure_template(spec, grid, store, time_length(spec, job.steps))
     parts = planned_partitions(job.spec, job.data_root, job.steps)
     with ProcessPoolExecutor(max_workers=job.workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(write_partition, job.spec, job.data_root, store, s, b) for s, b in parts]
-        return [f.result() for f in futures]
+        futures = [
+            pool.submit(write_batch, job.spec, job.data_root, store, b)
+            for b in batches(parts, job.workers, spec.operations.partitions_per_run)
+        ]
+        return [r for f in futures for r in f.result()]
 
 
 def run(job: Job, context: None = None) -> dict:

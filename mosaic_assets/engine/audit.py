@@ -21,6 +21,7 @@ import rasterio
 import shapely
 import zarr
 from odc.geo import geom
+from odc.geo.crs import CRS
 from shapely.geometry import box
 
 from .gdal_env import gdal_env
@@ -32,6 +33,7 @@ from .store import FINGERPRINT_ATTR, VARIABLE, fingerprint
 # A chunk counts as "covered" only where the footprint, shrunk by this many pixels, still reaches it:
 # STAC geometries are often drawn a pixel or two generously around the data.
 FOOTPRINT_MARGIN_PIXELS = 2
+DENSIFY_DEGREES = 0.01  # longest lon/lat footprint edge before projection
 
 
 @dataclass(frozen=True)
@@ -45,15 +47,30 @@ class ChunkAudit:
         return not self.missing
 
 
-def _footprints(grid: MosaicGrid, scenes: gpd.GeoDataFrame):
-    """Union of the scenes' valid-data footprints (STAC geometry, lon/lat) in the grid CRS."""
+def _footprints(grid: MosaicGrid, scenes: gpd.GeoDataFrame, block: Block):
+    """Union of the scenes' valid-data footprints (STAC geometry, lon/lat) in the grid CRS, as far as
+    it matters to ``block``: only scenes whose lon/lat bounds reach the block (grown by a margin wider
+    than the edge band the coverage audit buffers) are projected.
+
+    Why: projecting and uniting every scene of the time step, twice per partition, was 75 % of a
+    ranged chunk run (odc-geo's per-segment densify in Python; quick benchmark: 1 s per call). A scene
+    left out cannot reach the block, so the union inside the block and its edges near it are unchanged.
+    Lon/lat edges are densified to ``DENSIFY_DEGREES`` (~1 km): the chord then departs from the
+    projected curve by far less than a pixel."""
     res = abs(grid.geobox.resolution.x)
-    shapes = [
-        geom.Geometry(g, "EPSG:4326").to_crs(grid.geobox.crs, resolution=res).geom
-        for g in scenes.geometry
-        if g is not None and not g.is_empty
-    ]
-    return shapely.union_all(shapes) if shapes else shapely.Polygon()
+    near = _block_box(grid, block).buffer(4 * FOOTPRINT_MARGIN_PIXELS * res, join_style="mitre")
+    box_edge = max(near.bounds[2] - near.bounds[0], near.bounds[3] - near.bounds[1])
+    lonlat_bounds = geom.Geometry(near, grid.geobox.crs).to_crs("EPSG:4326", resolution=box_edge / 32).boundingbox
+    candidates = scenes.geometry.iloc[scenes.sindex.query(box(*lonlat_bounds))]
+    shapes = np.array([g for g in candidates if g is not None and not g.is_empty], dtype=object)
+    if not len(shapes):
+        return shapely.Polygon()
+    to_grid = CRS("EPSG:4326").transformer_to_crs(grid.geobox.crs)
+    projected = shapely.transform(
+        shapely.segmentize(shapes, DENSIFY_DEGREES),
+        lambda xy: np.column_stack(to_grid(xy[:, 0], xy[:, 1])),
+    )
+    return shapely.union_all(projected)
 
 
 def _chunk_boxes(grid: MosaicGrid, block: Block):
@@ -73,7 +90,7 @@ def _chunk_key(time_index: int, row: int, col: int) -> str:
 
 def chunk_audit(grid: MosaicGrid, store: str, time_index: int, block: Block, scenes: gpd.GeoDataFrame) -> ChunkAudit:
     res = abs(grid.geobox.resolution.x)
-    covered = _footprints(grid, scenes).buffer(-FOOTPRINT_MARGIN_PIXELS * res)
+    covered = _footprints(grid, scenes, block).buffer(-FOOTPRINT_MARGIN_PIXELS * res)
     fs, root = fsspec.core.url_to_fs(store, **(storage_options(store) or {}))
     expected, present, missing = [], [], []
     for index, chunk_box in _chunk_boxes(grid, block):
@@ -109,7 +126,7 @@ def coverage_audit(
     data = np.asarray(array[time_index, :, block.rows, block.cols])
     valid = float(np.any(data != spec.nodata, axis=0).mean())
     block_box = _block_box(grid, block)
-    footprints = _footprints(grid, scenes)
+    footprints = _footprints(grid, scenes, block)
     res = abs(grid.geobox.resolution.x)
     coverage = footprints.intersection(block_box).area / block_box.area
     edge = footprints.boundary.buffer(FOOTPRINT_MARGIN_PIXELS * res).intersection(block_box).area / block_box.area
