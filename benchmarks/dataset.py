@@ -76,8 +76,11 @@ def area_of(items: list[dict], crs: str, resolution: float) -> list[float]:
     ]
 
 
-def bench_spec(size: BenchSize, api: str, items: list[dict], grow: float = 1.0) -> dict:
-    """The demo spec pointed at this scene set; ``grow`` scales the area's sides around its centre."""
+def bench_spec(
+    size: BenchSize, api: str, items: list[dict], grow: float = 1.0, partition_bytes: str | None = None
+) -> dict:
+    """The demo spec pointed at this scene set; ``grow`` scales the area's sides around its centre;
+    ``partition_bytes`` (e.g. "256MiB", the spec's default) replaces the demo's 32 MiB partitions."""
     mosaic = dict(yaml.safe_load(DEMO_SPEC.read_text())["mosaics"][0])
     left, bottom, right, top = area_of(items, mosaic["crs"], float(mosaic["resolution"]))
     if grow != 1.0:
@@ -88,6 +91,8 @@ def bench_spec(size: BenchSize, api: str, items: list[dict], grow: float = 1.0) 
         stac={"url": api, "collections": [size.collection]},
         area={"bbox": [left, bottom, right, top], "crs": mosaic["crs"]},
     )
+    if partition_bytes:
+        mosaic["partition_bytes"] = partition_bytes
     if "allow_huge" in MosaicSpec.model_fields:
         # The size guard counts blocks x daily steps over ten years; the benchmark builds two steps.
         mosaic["allow_huge"] = True

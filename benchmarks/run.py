@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, default=dataset.REPO / ".local" / "bench")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
+    parser.add_argument(
+        "--partition-bytes", default=None, help="partition size instead of the demo spec's 32MiB (e.g. 256MiB)"
+    )
     parser.add_argument("--skip-probes", action="store_true", help="skip partition cost, writer RSS and codecs")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds before a method run counts as hung")
     parser.add_argument(
@@ -134,14 +137,16 @@ def main(argv: list[str] | None = None) -> int:
     methods = [m for m in args.methods.split(",") if m]
     if "engine" not in methods:
         methods.insert(0, "engine")  # every ratio and every agreement is against ours
-    work = args.work_dir.resolve() / size.name
+    work = args.work_dir.resolve() / (size.name + (f"-p{args.partition_bytes}" if args.partition_bytes else ""))
     api = args.api.rstrip("/")
 
     print(f"[bench] scenes for {size.name} ...", flush=True)
     items = dataset.generate(args.work_dir.resolve(), size, args.workers)
     dataset.load_into_stac(api, size.collection, items)
-    spec_path = str(dataset.write_spec(dataset.bench_spec(size, api, items), work / "spec.yaml"))
-    grown_path = str(dataset.write_spec(dataset.bench_spec(size, api, items, grow=2.0), work / "spec_x4.yaml"))
+    spec_doc = dataset.bench_spec(size, api, items, partition_bytes=args.partition_bytes)
+    grown_doc = dataset.bench_spec(size, api, items, grow=2.0, partition_bytes=args.partition_bytes)
+    spec_path = str(dataset.write_spec(spec_doc, work / "spec.yaml"))
+    grown_path = str(dataset.write_spec(grown_doc, work / "spec_x4.yaml"))
     with Section() as prep:
         steps = prepare(spec_of(spec_path), work / "prepared")
     grown_steps = prepare(spec_of(grown_path), work / "prepared_x4")
@@ -185,10 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         spec = spec_of(spec_path)
         chunks = list(codec_compare.stored_chunks(reference_store, time_index(spec, steps[0]), spec.nodata, limit=24))
         doc["codecs"] = codec_compare.measure(chunks)
-    report.write_json(doc, args.out, RESULTS / f"{size.name}.json")
+    by_size = RESULTS / f"{work.name}.json"  # large.json, or large-p256MiB.json for another partition size
+    report.write_json(doc, args.out, by_size)
     print()
     print(report.table(doc))
-    print(f"\n[bench] wrote {args.out} and {RESULTS / f'{size.name}.json'}")
+    print(f"\n[bench] wrote {args.out} and {by_size}")
     return 0
 
 
