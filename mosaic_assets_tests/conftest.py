@@ -187,6 +187,14 @@ class EngineSetup:
     store: str
 
 
+def local_scene_items(folder: Path, collection: str, seed: int) -> list[dict]:
+    """Four overlapping 512² scenes of 2024-06-01 as STAC items with local hrefs, for engine-only tests."""
+    config = SceneSetConfig(
+        collection=collection, dates=(date(2024, 6, 1),), scenes_per_date=4, scene_size=512, spread_m=2500.0, seed=seed
+    )
+    return [scene_item(s, collection, datetime.now(UTC)) for s in generate_scenes(folder, config)]
+
+
 def engine_setup(items: list[dict], tmp: Path, **spec_overrides) -> EngineSetup:
     """Spec -> grid -> scene table -> GTI of 2024-06-01 -> template with one time step."""
     spec = parse_specs(spec_document("http://127.0.0.1:1", **spec_overrides))[0]

@@ -3,29 +3,21 @@ block and near its edges, that must be the union of every scene of the time step
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
-
 import pytest
 import shapely
 from odc.geo import geom
 
-from mosaic_assets.demo.scenes import SceneSetConfig, generate_scenes, scene_item
 from mosaic_assets.engine.audit import FOOTPRINT_MARGIN_PIXELS, _block_box, _footprints
 from mosaic_assets.engine.catalog import scene_table
 from mosaic_assets.engine.grid import MosaicGrid
 from mosaic_assets.engine.spec import parse_specs
 
-from .conftest import spec_document
-
-CONFIG = SceneSetConfig(
-    collection="audit", dates=(date(2024, 6, 1),), scenes_per_date=4, scene_size=512, spread_m=2500.0, seed=3
-)
+from .conftest import local_scene_items, spec_document
 
 
 @pytest.fixture(scope="module")
 def items(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    scenes = generate_scenes(tmp_path_factory.mktemp("audit"), CONFIG)
-    return [scene_item(s, CONFIG.collection, datetime.now(UTC)) for s in scenes]
+    return local_scene_items(tmp_path_factory.mktemp("audit"), "audit", seed=3)
 
 
 def test_block_footprints_are_the_whole_union_where_the_audits_look(items: list[dict]) -> None:

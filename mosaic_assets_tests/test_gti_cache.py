@@ -3,30 +3,23 @@ opened afresh for each block, and a GTI rebuilt under the same path (new scenes)
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mosaic_assets.demo.scenes import SceneSetConfig, generate_scenes, scene_item
 from mosaic_assets.engine import gti_cache
 from mosaic_assets.engine.catalog import scene_table
 from mosaic_assets.engine.gti import build_gti
 from mosaic_assets.engine.planner import blocks_with_scenes
 from mosaic_assets.engine.writer import read_block
 
-from .conftest import engine_setup
-
-CONFIG = SceneSetConfig(
-    collection="gti-cache", dates=(date(2024, 6, 1),), scenes_per_date=4, scene_size=512, spread_m=2500.0, seed=11
-)
+from .conftest import engine_setup, local_scene_items
 
 
 @pytest.fixture(scope="module")
 def items(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    scenes = generate_scenes(tmp_path_factory.mktemp("gti-cache"), CONFIG)
-    return [scene_item(s, CONFIG.collection, datetime.now(UTC)) for s in scenes]
+    return local_scene_items(tmp_path_factory.mktemp("gti-cache"), "gti-cache", seed=11)
 
 
 def _fresh(files, block) -> np.ndarray:
