@@ -69,12 +69,13 @@ class Live(DagsterDev):
         )
         return bool(data["runsOrError"]["results"] or data["partitionBackfillsOrError"]["results"])
 
-    def wait_for(self, what: str, done, timeout: float = 300.0, every: float = 2.0) -> float:  # type: ignore[override]
+    def seconds_until(self, what: str, done, timeout: float = 300.0) -> float:
+        """Like ``wait_for``, returning the seconds it took and naming failed runs on a timeout."""
         started = time.monotonic()
         while time.monotonic() - started < timeout:
             if done():
                 return time.monotonic() - started
-            time.sleep(every)
+            time.sleep(2)
         failed = self.gql("{ runsOrError(filter: {statuses: [FAILURE]}) { ... on Runs { results { runId } } } }")
         raise AssertionError(f"timed out after {timeout} s waiting for {what}; failed runs: {failed}")
 
@@ -122,7 +123,9 @@ def test_new_scenes_flow_into_the_store_by_themselves(live: Live) -> None:
 
     first = live.post_scenes(date(2024, 6, 1), 3, seed=21)
     first_chunks = live.expected_chunks(first)
-    live.wait_for("the first time step", lambda: first_chunks <= live.materialized("mosaic_chunks") and not live.busy())
+    live.seconds_until(
+        "the first time step", lambda: first_chunks <= live.materialized("mosaic_chunks") and not live.busy()
+    )
     store = Path(live.layout.store)
     before = _digest(store / "mosaic" / "c" / "0")
     assert before, "the first time step wrote chunks"
@@ -130,11 +133,11 @@ def test_new_scenes_flow_into_the_store_by_themselves(live: Live) -> None:
     posted = time.monotonic()
     second = live.post_scenes(date(2024, 6, 3), 3, seed=22)
     second_chunks = live.expected_chunks(second)
-    latency = live.wait_for(
+    latency = live.seconds_until(
         "the new time step", lambda: second_chunks <= live.materialized("mosaic_chunks") and not live.busy()
     )
     print(f"\nPOST -> new time step in the store: {latency:.1f} s")
-    preview_wait = live.wait_for("the preview by automation", lambda: "2024-06-03" in live.materialized("preview"))
+    preview_wait = live.seconds_until("the preview by automation", lambda: "2024-06-03" in live.materialized("preview"))
     print(f"preview by automation {preview_wait:.1f} s later ({time.monotonic() - posted:.1f} s after the POST)")
 
     ds = xr.open_zarr(str(store), consolidated=True, mask_and_scale=False)

@@ -6,6 +6,7 @@ block is planned exactly when the writer would find scenes in it.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -27,21 +28,18 @@ def blocks_with_scenes(grid: MosaicGrid, scenes: gpd.GeoDataFrame) -> set[BlockI
     return touched
 
 
-_TOUCHED_CACHE: dict[tuple, frozenset[str]] = {}
-
-
 def blocks_in_scene_table(grid: MosaicGrid, table: Location) -> frozenset[str] | None:
     """Keys of the blocks a time step's scenes touch, from its scene table (None: no table yet).
 
     Cached per table version, so a process asking every few minutes (the repair schedule) re-reads only
     the tables that changed, not years of time steps."""
     version = version_tag(table)
-    if version is None:
-        return None
-    key = (str(table), version, grid.geobox, grid.block_shape)
-    if key not in _TOUCHED_CACHE:
-        _TOUCHED_CACHE[key] = frozenset(b.key for b in blocks_with_scenes(grid, load_scene_table(table)))
-    return _TOUCHED_CACHE[key]
+    return None if version is None else _touched_blocks(grid, str(table), version)
+
+
+@functools.lru_cache(maxsize=16384)  # > ten years of daily steps, so one tick never evicts its own tables
+def _touched_blocks(grid: MosaicGrid, table: str, version: str) -> frozenset[str]:
+    return frozenset(b.key for b in blocks_with_scenes(grid, load_scene_table(table)))
 
 
 @dataclass
