@@ -19,7 +19,13 @@ from pathlib import Path
 import yaml
 from odc.geo import geom
 
-from mosaic_assets.demo.scenes import SceneSetConfig, collection_document, generate_scenes, scene_item
+from mosaic_assets.demo.scenes import (
+    GENERATOR_VERSION,
+    SceneSetConfig,
+    collection_document,
+    generate_scenes,
+    scene_item,
+)
 from mosaic_assets.demo.stac_load import upsert_collection, upsert_items
 from mosaic_assets.engine.spec import MosaicSpec
 
@@ -32,7 +38,8 @@ ITEMS_FILE = "items.json"
 
 def scenes_dir(root: Path, size: BenchSize) -> Path:
     """A folder named by a hash of the scene config, so a changed config never reuses stale scenes."""
-    digest = hashlib.sha256(json.dumps(asdict(size.scenes), default=str, sort_keys=True).encode()).hexdigest()[:12]
+    key = {**asdict(size.scenes), "generator": GENERATOR_VERSION}
+    digest = hashlib.sha256(json.dumps(key, default=str, sort_keys=True).encode()).hexdigest()[:12]
     return root / "scenes" / f"{size.name}-{digest}"
 
 

@@ -107,10 +107,16 @@ def open_client(
 
 
 def area_bbox_4326(spec: MosaicSpec) -> tuple[float, float, float, float]:
-    """The spec's area as a lon/lat bbox, for STAC's ``bbox`` parameter."""
+    """The spec's area as a lon/lat bbox, for STAC's ``bbox`` parameter.
+
+    The box's edges are densified to 1/256 of the longer side before projecting (curved edges bulge
+    between corners): at pixel resolution a continental area would be millions of points (measured:
+    0.43 s per call for a 115 km box, and it runs once per search)."""
     box = geom.box(*spec.area.bbox, spec.area.crs)
     if spec.area.crs != "EPSG:4326":
-        box = box.to_crs("EPSG:4326", resolution=spec.resolution)
+        left, bottom, right, top = spec.area.bbox
+        step = max(spec.resolution, max(right - left, top - bottom) / 256)
+        box = box.to_crs("EPSG:4326", resolution=step)
     b = box.boundingbox
     return (b.left, b.bottom, b.right, b.top)
 
