@@ -45,6 +45,8 @@ from mosaic_assets.defs.execution import (
 )
 from mosaic_assets.engine.gdal_env import MEMORY_ENV, worker_config
 
+from .conftest import TEST_PG_PORT
+
 pytestmark = pytest.mark.k8s
 
 REPO = Path(__file__).resolve().parents[1]
@@ -320,6 +322,7 @@ def test_helm_values_match_the_instance() -> None:
     )
     assert concurrency["runs"]["maxConcurrentRuns"] == instance["concurrency"]["runs"]["max_concurrent_runs"]
     assert values["global"]["postgresqlSecretName"] == instance["run_launcher"]["config"]["postgres_password_secret"]
+    assert values["postgresql"]["postgresqlScheme"] == instance["storage"]["postgres"]["postgres_db"]["scheme"]
     assert values["generatePostgresqlPasswordSecret"] is False and "postgresqlPassword" not in values["postgresql"]
 
 
@@ -352,3 +355,42 @@ def test_dockerfile_lints() -> None:
     assert isinstance(importlib.import_module(module).defs, dg.Definitions)
     ignored = (DEPLOY / "Dockerfile.dockerignore").read_text().split()
     assert not {"mosaic_assets", "requirements", "specs", "pyproject.toml"} & set(ignored)
+
+
+def test_cluster_instance_storage_works_on_postgres(stac_api: str, tmp_path: Path, monkeypatch) -> None:
+    """deploy/dagster.yaml's ``storage`` section, as a run pod loads it, against a real PostgreSQL (the
+    one under the test STAC API, in a database of its own): dagster-postgres is installed, the scheme
+    picks the driver the image ships (SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3, which is
+    not installed: this test failed so before the scheme was set), the schema is created, a run's
+    events land and a second instance reads them back."""
+    import psycopg2
+
+    storage = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())["storage"]
+    storage["postgres"]["postgres_db"]["port"] = {"env": "DAGSTER_PG_PORT"}  # the chart's is 5432
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump({"storage": storage, "telemetry": {"enabled": False}}))
+    database, password = f"dagster_{os.getpid()}", os.environ.get("STAC_PG_PASSWORD", "stac")
+    admin = psycopg2.connect(host="127.0.0.1", port=TEST_PG_PORT, user="postgres", password=password, dbname="postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {database}")
+        cur.execute(f"CREATE DATABASE {database}")
+    env = {"HOST": "127.0.0.1", "PORT": TEST_PG_PORT, "USER": "postgres", "PASSWORD": password, "DB": database}
+    for name, value in env.items():
+        monkeypatch.setenv(f"DAGSTER_PG_{name}", value)
+
+    @dg.asset
+    def probe() -> int:
+        return 1
+
+    try:
+        with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+            assert type(instance.run_storage).__module__.startswith("dagster_postgres")
+            result = dg.materialize([probe], instance=instance)
+            assert result.success
+        with dg.DagsterInstance.from_config(str(tmp_path)) as reader:
+            event = reader.get_latest_materialization_event(dg.AssetKey("probe"))
+            assert event is not None and event.run_id == result.run_id
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        admin.close()
