@@ -15,14 +15,17 @@ from mosaic_assets.engine.layout import MosaicLayout
 from mosaic_assets.engine.spec import MosaicSpec
 
 
+def prepare_step(spec: MosaicSpec, data_root: Path, step: str) -> None:
+    """One time step's scene table and GTI (what the ``scene_catalog`` and ``gti_index`` runs write)."""
+    layout = MosaicLayout(spec, data_root)
+    table = search_time_step(spec, open_client(spec.stac.url), step)
+    save_scene_table(table, layout.scene_table(step))
+    build_gti(spec, MosaicGrid.from_spec(spec), table, layout.gti(step))
+
+
 def prepare(spec: MosaicSpec, data_root: Path) -> list[str]:
     """Search the STAC API, write each time step's scene table and GTI; returns the time-step keys."""
-    grid = MosaicGrid.from_spec(spec)
-    layout = MosaicLayout(spec, data_root)
-    client = open_client(spec.stac.url)
-    steps = sorted(discover_time_steps(spec, client))
+    steps = sorted(discover_time_steps(spec, open_client(spec.stac.url)))
     for step in steps:
-        table = search_time_step(spec, client, step)
-        save_scene_table(table, layout.scene_table(step))
-        build_gti(spec, grid, table, layout.gti(step))
+        prepare_step(spec, data_root, step)
     return steps

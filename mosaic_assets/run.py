@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC
-from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +28,8 @@ if TYPE_CHECKING:
     from mosaic_assets.engine.spec import MosaicSpec
 
 
-def _defs() -> dg.Definitions:
+def load_defs() -> dg.Definitions:
+    """The code location's definitions (imported on first use: they read the spec from the environment)."""
     from mosaic_assets.definitions import defs
 
     return defs
@@ -47,7 +47,7 @@ def _instance() -> dg.DagsterInstance:
 
 def _materialize(selection: str | list[str], partition_key: str | None, tags: dict | None = None) -> None:
     """One run on the instance at $DAGSTER_HOME; raises (naming the step) when it fails."""
-    defs = _defs()
+    defs = load_defs()
     dg.materialize(
         list(defs.assets or []),
         selection=[selection] if isinstance(selection, str) else selection,
@@ -88,10 +88,11 @@ def contiguous_batches(
 
 
 def _warm_worker() -> None:
-    """Pool initializer: import Dagster and the definitions and load the instance once per worker,
-    while the parent still builds catalogs, GTIs and the template (measured: ~4 s of imports per
-    worker, a third of the chunk phase on the quick benchmark, when they waited for the first batch)."""
-    _defs()
+    """Pool initializer: load the definitions (already there in a forked worker) and the worker's own
+    instance, while the parent still builds catalogs, GTIs and the template (measured: ~4 s of
+    imports per spawned worker, a third of the chunk phase on the quick benchmark, when they waited
+    for the first batch)."""
+    load_defs()
     _instance()
 
 
@@ -99,23 +100,26 @@ def build(workers: int) -> list[dict]:
     """Materialize everything for every mosaic; returns a summary per mosaic."""
     from mosaic_assets.definitions import spec_path
     from mosaic_assets.engine.spec import load_specs
+    from mosaic_assets.engine.workers import worker_pool
 
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_warm_worker)
-    with pool:
-        for _ in range(workers):
-            pool.submit(os.getpid)  # workers spawn on demand: start them now, so they warm up meanwhile
+    load_defs()  # before the pool: forked workers start with Dagster and the definitions loaded
+    with dg.DagsterInstance.get():  # create a new instance's storage once, before workers race to create it
+        pass
+    with worker_pool(workers, initializer=_warm_worker) as pool:
         return [_build_mosaic(spec, workers, pool) for spec in load_specs(spec_path())]
 
 
 def _build_mosaic(spec: MosaicSpec, workers: int, pool: ProcessPoolExecutor) -> dict:
-    """Catalog and GTI per time step, the template, chunk partitions in ranged runs over ``pool``, previews."""
+    """Every asset of one mosaic as Dagster runs, in ``engine.build_order``'s order: catalog and GTI
+    runs per time step, the template run, ranged chunk runs, preview runs."""
     from mosaic_assets.defs.mosaic import MosaicPartitions
     from mosaic_assets.defs.resources import DataRootResource, StacApiResource
+    from mosaic_assets.engine.build_order import BuildPieces, run_in_order
     from mosaic_assets.engine.catalog import discover_time_steps, load_scene_table
     from mosaic_assets.engine.grid import MosaicGrid
     from mosaic_assets.engine.planner import blocks_with_scenes
 
-    defs = _defs()
+    defs = load_defs()
     instance = _instance()
     stac_api: StacApiResource = defs.resources["stac_api"]
     data_root: DataRootResource = defs.resources["data_root"]
@@ -125,26 +129,33 @@ def _build_mosaic(spec: MosaicSpec, workers: int, pool: ProcessPoolExecutor) -> 
     layout = data_root.layout(spec)
     steps = sorted(discover_time_steps(spec, stac_api.client(spec)))
     instance.add_dynamic_partitions(parts.time.name, steps)
-    for step in steps:
-        _materialize([f"{spec.name}/scene_catalog", f"{spec.name}/gti_index"], step)
-    _materialize(f"{spec.name}/zarr_template", None)
-    chunk_keys = [
-        str(parts.chunk_key(step, block.key))
-        for step in steps
-        for block in sorted(blocks_with_scenes(grid, load_scene_table(layout.scene_table(step))))
-    ]
-    ordered = parts.chunks.get_partition_keys(dynamic_partitions_store=instance)
-    size = max(1, min(spec.operations.partitions_per_run, math.ceil(len(chunk_keys) / (2 * workers))))
-    batches = contiguous_batches(chunk_keys, ordered, size, group=lambda k: MosaicPartitions.split_chunk_key(k)[0])
-    list(pool.map(_materialize_range, [f"{spec.name}/mosaic_chunks"] * len(batches), batches))
-    # one run per time step (a preview has per-step metadata); on the pool, so they run side by side
-    list(pool.map(_materialize, [f"{spec.name}/preview"] * len(steps), steps))
+
+    def chunk_batches(steps: list[str]) -> dict[str, list[list[str]]]:
+        """Each step's chunk keys (blocks with scenes) in ranged runs sized as a backfill would be,
+        ``2 x workers`` runs at least, never crossing a time step (see ``contiguous_batches``)."""
+        keys = {}
+        for step in steps:
+            blocks = blocks_with_scenes(grid, load_scene_table(layout.scene_table(step)))
+            keys[step] = [str(parts.chunk_key(step, block.key)) for block in blocks]
+        ordered = parts.chunks.get_partition_keys(dynamic_partitions_store=instance)
+        size = max(1, min(spec.operations.partitions_per_run, math.ceil(sum(map(len, keys.values())) / (2 * workers))))
+        time_of = lambda key: MosaicPartitions.split_chunk_key(key)[0]  # noqa: E731
+        return {step: contiguous_batches(k, ordered, size, group=time_of) for step, k in keys.items()}
+
+    pieces = BuildPieces(
+        catalog=functools.partial(_materialize, [f"{spec.name}/scene_catalog", f"{spec.name}/gti_index"]),
+        template=functools.partial(_materialize, f"{spec.name}/zarr_template", None),
+        batches=chunk_batches,
+        write=functools.partial(_materialize_range, f"{spec.name}/mosaic_chunks"),
+        preview=functools.partial(_materialize, f"{spec.name}/preview"),  # a preview has per-step metadata
+    )
+    batches = run_in_order(pool, steps, pieces)
     return {
         "mosaic": spec.name,
         "store": layout.store,
         "time_steps": steps,
-        "chunk_partitions": len(chunk_keys),
-        "chunk_runs": len(batches),
+        "chunk_partitions": sum(len(b) for step_batches in batches.values() for b in step_batches),
+        "chunk_runs": sum(len(step_batches) for step_batches in batches.values()),
         "preview": str(layout.work_dir / "preview" / f"{steps[-1]}.png") if steps else None,
         "seconds": round(time.perf_counter() - started, 1),
     }

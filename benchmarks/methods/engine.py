@@ -1,7 +1,7 @@
 """Ours via the engine: the Zarr template, then every planned (time step, block) partition written by
 ``mosaic_assets.engine.writer.write_block``, partitions spread over ``job.workers`` processes.
 
-Same process model as ``mosaic_assets.run build`` without Dagster: a spawn pool, each task a batch of
+Same process model as ``mosaic_assets.run build`` without Dagster: ``engine.workers``' pool, each task a batch of
 consecutive blocks of one time step, sized as build sizes its ranged runs (so a worker's open GTI
 serves neighbouring blocks, as in a ranged run). The difference between the two is orchestration.
 """
@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
-from multiprocessing import get_context
 from pathlib import Path
 
 from mosaic_assets.engine.keys import BlockIndex
 from mosaic_assets.engine.store import ensure_template
+from mosaic_assets.engine.workers import worker_pool
 from mosaic_assets.engine.writer import write_block
 
 from ..compare import Reader, zarr_reader
@@ -53,22 +54,25 @@ def batches(parts: list[tuple[str, str]], workers: int, per_run: int) -> list[li
     return out
 
 
-def write_all(job: Job, store: str) -> list[dict]:
-    """Template + all planned partitions over a spawn pool; returns each partition's write result."""
+def write_all(
+    job: Job, store: str, pool: ProcessPoolExecutor, batch_fn: Callable[..., list[dict]] = write_batch
+) -> list[dict]:
+    """Template + all planned partitions over ``pool`` (see ``engine.workers``), ``batch_fn`` per batch;
+    returns each partition's write result."""
     spec, grid = spec_of(job.spec), grid_of(job.spec)
     ensure_template(spec, grid, store, time_length(spec, job.steps))
     parts = planned_partitions(job.spec, job.data_root, job.steps)
-    with ProcessPoolExecutor(max_workers=job.workers, mp_context=get_context("spawn")) as pool:
-        futures = [
-            pool.submit(write_batch, job.spec, job.data_root, store, b)
-            for b in batches(parts, job.workers, spec.operations.partitions_per_run)
-        ]
-        return [r for f in futures for r in f.result()]
+    futures = [
+        pool.submit(batch_fn, job.spec, job.data_root, store, b)
+        for b in batches(parts, job.workers, spec.operations.partitions_per_run)
+    ]
+    return [r for f in futures for r in f.result()]
 
 
 def run(job: Job, context: None = None) -> dict:
     started = time.time()
-    results = write_all(job, str(Path(job.out) / STORE))
+    with worker_pool(job.workers) as pool:  # first, while this process has one thread (it may fork)
+        results = write_all(job, str(Path(job.out) / STORE), pool)
     return {
         "partitions": len(results),
         "chunks_written": sum(r["chunks_written"] for r in results),

@@ -1,0 +1,89 @@
+"""The build's order (engine.build_order) and its worker pool (engine.workers), on real executors."""
+
+from __future__ import annotations
+
+import multiprocessing
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from mosaic_assets.engine.build_order import BuildPieces, run_in_order
+from mosaic_assets.engine.workers import start_method, worker_pool
+
+
+class Recorder:
+    """Pieces that log what ran, in order, from any thread; ``fail`` names a batch that raises."""
+
+    def __init__(self, batches: dict[str, list[list[str]]], fail: str | None = None) -> None:
+        self.log: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+        self._batches, self._fail = batches, fail
+
+    def _record(self, kind: str, what: str) -> None:
+        with self._lock:
+            self.log.append((kind, what))
+
+    def pieces(self) -> BuildPieces:
+        def write(batch: list[str]) -> None:
+            if batch[0] == self._fail:
+                raise RuntimeError(f"batch {batch[0]} failed")
+            self._record("write", batch[0])
+
+        return BuildPieces(
+            catalog=lambda step: self._record("catalog", step),
+            template=lambda: self._record("template", ""),
+            batches=lambda steps: {s: self._batches[s] for s in steps},
+            write=write,
+            preview=lambda step: self._record("preview", step),
+        )
+
+    def position(self, kind: str, what: str) -> int:
+        return self.log.index((kind, what))
+
+
+def test_pieces_run_in_dependency_order() -> None:
+    batches = {"d1": [["d1/a"], ["d1/b"]], "d2": [["d2/a"]], "d3": []}
+    recorder = Recorder(batches)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        assert run_in_order(pool, ["d1", "d2", "d3"], recorder.pieces()) == batches
+    writes = [what for kind, what in recorder.log if kind == "write"]
+    assert sorted(writes) == ["d1/a", "d1/b", "d2/a"]
+    first_write = min(recorder.position("write", w) for w in writes)
+    for step in ("d1", "d2", "d3"):
+        assert recorder.position("catalog", step) < first_write
+    assert recorder.position("template", "") < first_write
+    for step, step_batches in batches.items():
+        preview = recorder.position("preview", step)
+        assert all(recorder.position("write", b[0]) < preview for b in step_batches)
+
+
+def test_a_failed_batch_raises_and_holds_back_later_previews() -> None:
+    recorder = Recorder({"d1": [["d1/a"], ["d1/b"]]}, fail="d1/b")
+    with ThreadPoolExecutor(max_workers=2) as pool, pytest.raises(RuntimeError, match="batch d1/b failed"):
+        run_in_order(pool, ["d1"], recorder.pieces())
+    assert ("preview", "d1") not in recorder.log
+
+
+def test_pool_forks_only_while_single_threaded() -> None:
+    code = "from mosaic_assets.engine.workers import start_method; print(start_method())"
+    alone = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert alone.stdout.strip() == "fork"
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert start_method() == "spawn"  # a forked child would inherit locks held by that thread
+    finally:
+        stop.set()
+        other.join()
+
+
+def test_pool_starts_every_worker_up_front() -> None:
+    before = set(multiprocessing.active_children())
+    with worker_pool(2) as pool:
+        started = set(multiprocessing.active_children()) - before
+        assert len(started) == 2
+        assert set(pool.map(abs, [-1, -2])) == {1, 2}
