@@ -46,4 +46,5 @@ bench: setup
 	$(PY) -m pip install --quiet -r requirements/bench.txt
 	STAC_PORT=$(BENCH_STAC_PORT) STAC_PG_PORT=$(BENCH_STAC_PG_PORT) STAC_DATA_DIR=$(CURDIR)/.local/bench-stac \
 	  scripts/stac_server.sh start
-	$(PY) -m benchmarks.run --size $(BENCH_SIZE) --api http://127.0.0.1:$(BENCH_STAC_PORT)
+	$(PY) -m benchmarks.run --size $(BENCH_SIZE) --api http://127.0.0.1:$(BENCH_STAC_PORT) \
+	  --postgres "host=127.0.0.1 port=$(BENCH_STAC_PG_PORT) user=postgres password=$${STAC_PG_PASSWORD:-stac}"

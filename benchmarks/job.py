@@ -17,6 +17,7 @@ class Job:
     workers: int
     api: str
     reference: str = ""  # a finished store of this mosaic (the floor encodes its pixels)
+    postgres: str = ""  # libpq keywords of a PostgreSQL server for dagster_postgres ("host=… port=…")
 
     def save(self, path: Path) -> Path:
         path.write_text(json.dumps(asdict(self), indent=1))

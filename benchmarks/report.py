@@ -18,6 +18,7 @@ RATIOS = (
     ("engine/gdal", "engine", "gdal", 1.0, "lt"),
     ("engine/odc_stac", "engine", "odc_stac", 0.4, "le"),
     ("dagster/engine_pipeline", "dagster", "engine_pipeline", 1.15, "le"),
+    ("dagster_postgres/engine_pipeline", "dagster_postgres", "engine_pipeline", 1.15, "le"),
     ("dagster/engine", "dagster", "engine", None, None),
 )
 METRICS = ("wall_s", "cpu_s", "mpix_per_s", "peak_rss_mb", "process_wall_s")

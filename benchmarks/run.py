@@ -28,7 +28,7 @@ from .mosaic import grid_of, planned_partitions, spec_of, time_index
 from .prepare import prepare
 from .sizes import get_size
 
-COMPARED = ("dagster", "engine_pipeline", "gdal", "odc_stac")  # against ours (the engine)
+COMPARED = ("dagster", "dagster_postgres", "engine_pipeline", "gdal", "odc_stac")  # against ours (the engine)
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -121,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--partition-bytes", default=None, help="partition size instead of the demo spec's 32MiB (e.g. 256MiB)"
     )
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("BENCH_POSTGRES", ""),
+        help="libpq keywords of a PostgreSQL server for dagster_postgres, e.g. 'host=127.0.0.1 port=5455 "
+        "user=postgres password=stac' (make bench passes the STAC API's); without it that method is skipped",
+    )
     parser.add_argument("--skip-probes", action="store_true", help="skip partition cost, writer RSS and codecs")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds before a method run counts as hung")
     parser.add_argument(
@@ -135,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["GTI_NUM_THREADS"] = args.gti_threads  # inherited by every method and its workers
     size = get_size(args.size, args.repeats)
     methods = [m for m in args.methods.split(",") if m]
+    if "dagster_postgres" in methods and not args.postgres:
+        print("[bench] no --postgres server given: dagster_postgres skipped", flush=True)
+        methods.remove("dagster_postgres")
     if "engine" not in methods:
         methods.insert(0, "engine")  # every ratio and every agreement is against ours
     work = args.work_dir.resolve() / (size.name + (f"-p{args.partition_bytes}" if args.partition_bytes else ""))
@@ -152,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     grown_steps = prepare(spec_of(grown_path), work / "prepared_x4")
     runs_dir = work / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    job = Job("engine", spec_path, str(work / "prepared"), "", tuple(steps), args.workers, api)
+    job = Job("engine", spec_path, str(work / "prepared"), "", tuple(steps), args.workers, api, postgres=args.postgres)
     print(f"[bench] {len(items)} scenes, {len(steps)} time steps, GTIs in {prep.wall_s:.1f} s; reference + warm-up run")
     reference = replace(job, out=str(work / "reference"))
     run_method(reference, runs_dir, args.timeout)

@@ -32,6 +32,22 @@ SIZES: dict[str, BenchSize] = {
     "quick": BenchSize("quick", replace(_BASE, collection="bench-quick", scenes_per_date=9, spread_m=19_000.0), 3),
     "large": BenchSize("large", replace(_BASE, collection="bench-large", scenes_per_date=36, spread_m=48_000.0), 3),
 }
+# The same as large with every scene in the mosaic's own zone and grid: nothing to warp, so the floor
+# (decode + encode, no warping) is a fair bar; on ``large`` half the scenes are reprojected.
+# Twice large's time steps (four dates): twice the partitions per build, the same per-run and
+# per-build costs; shows how Dagster's overhead amortises as a build grows.
+SIZES["xlarge"] = BenchSize(
+    "xlarge",
+    replace(
+        SIZES["large"].scenes,
+        collection="bench-xlarge",
+        dates=(date(2024, 6, 1), date(2024, 6, 2), date(2024, 6, 4), date(2024, 6, 7)),
+    ),
+    3,
+)
+SIZES["large_utm32"] = BenchSize(
+    "large_utm32", replace(SIZES["large"].scenes, collection="bench-large-utm32", utm_zones=(32,)), 3
+)
 
 
 def get_size(name: str, repeats: int | None = None) -> BenchSize:

@@ -1,4 +1,4 @@
 """One module per method; each has ``run(job, context) -> dict`` (``context`` from its optional untimed
 ``setup(job)``) and writes its mosaic under ``job.out``."""
 
-METHODS = ("engine", "dagster", "engine_pipeline", "gdal", "odc_stac", "floor")
+METHODS = ("engine", "dagster", "dagster_postgres", "engine_pipeline", "gdal", "odc_stac", "floor")

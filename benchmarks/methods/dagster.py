@@ -34,15 +34,21 @@ def dagster_env(job: Job) -> dict[str, str]:
     }
 
 
-def setup(job: Job) -> None:
-    os.environ.update(dagster_env(job))
-    from mosaic_assets.run import load_defs
-
-    load_defs()  # imports Dagster and the definitions (reads MOSAIC_SPECS)
+def prepare_instance(env: dict[str, str]) -> None:
+    """Untimed: point this process (and the workers it will fork) at ``env``, import Dagster and the
+    definitions, and create the instance's storage (a deployment's instance exists already)."""
+    os.environ.update(env)
     import dagster as dg
 
-    with dg.DagsterInstance.get():  # a deployment's instance exists: create its (SQLite) storage once, untimed
+    from mosaic_assets.run import load_defs
+
+    load_defs()  # reads MOSAIC_SPECS
+    with dg.DagsterInstance.get():
         pass
+
+
+def setup(job: Job) -> None:
+    prepare_instance(dagster_env(job))
 
 
 def run(job: Job, context: None = None) -> dict:

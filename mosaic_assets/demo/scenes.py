@@ -39,6 +39,7 @@ class SceneSetConfig:
     scene_size: int = 2048  # pixels per side
     resolution: float = 10.0
     spread_m: float = 8_000.0  # how far scene centres scatter from the centre
+    utm_zones: tuple[int, ...] = (32, 33)  # scene k is in UTM zone utm_zones[k % len]: reprojection unless (32,)
     seed: int = 42
 
 
@@ -136,7 +137,7 @@ def generate_scenes(out_dir: Path, config: SceneSetConfig = SceneSetConfig()) ->
     scenes: list[Scene] = []
     for day_index, day in enumerate(config.dates):
         for k in range(config.scenes_per_date):
-            epsg = 32632 if k % 2 == 0 else 32633
+            epsg = 32600 + config.utm_zones[k % len(config.utm_zones)]
             cx, cy = centre.to_crs(f"EPSG:{epsg}").coords[0]
             dx, dy = rng.uniform(-config.spread_m, config.spread_m, size=2)
             half = config.scene_size * config.resolution / 2
