@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import math
 import os
 import sys
 import time
@@ -114,7 +113,7 @@ def _build_mosaic(spec: MosaicSpec, workers: int, pool: ProcessPoolExecutor) -> 
     runs per time step, the template run, ranged chunk runs, preview runs."""
     from mosaic_assets.defs.mosaic import MosaicPartitions
     from mosaic_assets.defs.resources import DataRootResource, StacApiResource
-    from mosaic_assets.engine.build_order import BuildPieces, run_in_order
+    from mosaic_assets.engine.build_order import BuildPieces, batch_size, run_in_order
     from mosaic_assets.engine.catalog import discover_time_steps, load_scene_table
     from mosaic_assets.engine.grid import MosaicGrid
     from mosaic_assets.engine.planner import blocks_with_scenes
@@ -131,14 +130,14 @@ def _build_mosaic(spec: MosaicSpec, workers: int, pool: ProcessPoolExecutor) -> 
     instance.add_dynamic_partitions(parts.time.name, steps)
 
     def chunk_batches(steps: list[str]) -> dict[str, list[list[str]]]:
-        """Each step's chunk keys (blocks with scenes) in ranged runs sized as a backfill would be,
-        ``2 x workers`` runs at least, never crossing a time step (see ``contiguous_batches``)."""
+        """Each step's chunk keys (blocks with scenes) in ranged runs (``batch_size``), never crossing
+        a time step (see ``contiguous_batches``)."""
         keys = {}
         for step in steps:
             blocks = blocks_with_scenes(grid, load_scene_table(layout.scene_table(step)))
             keys[step] = [str(parts.chunk_key(step, block.key)) for block in blocks]
         ordered = parts.chunks.get_partition_keys(dynamic_partitions_store=instance)
-        size = max(1, min(spec.operations.partitions_per_run, math.ceil(sum(map(len, keys.values())) / (2 * workers))))
+        size = batch_size(sum(map(len, keys.values())), workers, spec.operations.partitions_per_run)
         time_of = lambda key: MosaicPartitions.split_chunk_key(key)[0]  # noqa: E731
         return {step: contiguous_batches(k, ordered, size, group=time_of) for step, k in keys.items()}
 

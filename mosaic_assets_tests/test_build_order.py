@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from mosaic_assets.engine.build_order import BuildPieces, run_in_order
+from mosaic_assets.engine.build_order import BuildPieces, batch_size, run_in_order
 from mosaic_assets.engine.workers import start_method, worker_pool
 
 
@@ -58,6 +58,12 @@ def test_pieces_run_in_dependency_order() -> None:
     for step, step_batches in batches.items():
         preview = recorder.position("preview", step)
         assert all(recorder.position("write", b[0]) < preview for b in step_batches)
+
+
+def test_batch_size_keeps_two_runs_per_worker_up_to_partitions_per_run() -> None:
+    assert batch_size(12, workers=2, per_run=8) == 3  # 4 runs: two per worker
+    assert batch_size(1000, workers=2, per_run=8) == 8  # a large build: what a backfill uses
+    assert batch_size(1, workers=2, per_run=8) == batch_size(0, workers=2, per_run=8) == 1
 
 
 def test_a_failed_batch_raises_and_holds_back_later_previews() -> None:

@@ -8,13 +8,13 @@ serves neighbouring blocks, as in a ranged run). The difference between the two 
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
+from mosaic_assets.engine.build_order import batch_size
 from mosaic_assets.engine.keys import BlockIndex
 from mosaic_assets.engine.store import ensure_template
 from mosaic_assets.engine.workers import worker_pool
@@ -42,9 +42,9 @@ def write_batch(spec_path: str, data_root: str, store: str, parts: list[tuple[st
 
 
 def batches(parts: list[tuple[str, str]], workers: int, per_run: int) -> list[list[tuple[str, str]]]:
-    """Runs of consecutive partitions of one time step, at most min(per_run, ceil(n / (2 x workers)))
-    long: the size ``mosaic_assets.run.build`` gives its ranged runs."""
-    size = max(1, min(per_run, math.ceil(len(parts) / (2 * workers))))
+    """Runs of consecutive partitions of one time step, ``batch_size`` long: the size
+    ``mosaic_assets.run.build`` gives its ranged runs."""
+    size = batch_size(len(parts), workers, per_run)
     out: list[list[tuple[str, str]]] = []
     for part in parts:
         if out and len(out[-1]) < size and out[-1][-1][0] == part[0]:

@@ -15,9 +15,17 @@ of one wave differ by up to 1 s). Measured there, this order took Dagster's buil
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass
+
+
+def batch_size(partitions: int, workers: int, per_run: int) -> int:
+    """Partitions per ranged run: ``per_run`` (the spec's ``partitions_per_run``, what a backfill
+    uses), but small enough that there are at least two runs per worker, so a slow run does not
+    leave the other workers idle at the end."""
+    return max(1, min(per_run, math.ceil(partitions / (2 * workers))))
 
 
 @dataclass(frozen=True)
