@@ -88,9 +88,8 @@ def contiguous_batches(
 
 def _warm_worker() -> None:
     """Pool initializer: load the definitions (already there in a forked worker) and the worker's own
-    instance, while the parent still builds catalogs, GTIs and the template (measured: ~4 s of
-    imports per spawned worker, a third of the chunk phase on the quick benchmark, when they waited
-    for the first batch)."""
+    instance before its first run (measured: ~4 s of imports per spawned worker, a third of the
+    chunk phase on the quick benchmark, when they waited for the first batch)."""
     load_defs()
     _instance()
 
@@ -104,6 +103,7 @@ def build(workers: int) -> list[dict]:
     load_defs()  # before the pool: forked workers start with Dagster and the definitions loaded
     with dg.DagsterInstance.get():  # create a new instance's storage once, before workers race to create it
         pass
+    _instance.cache_clear()  # a forked worker must open its own instance, never share this process's
     with worker_pool(workers, initializer=_warm_worker) as pool:
         return [_build_mosaic(spec, workers, pool) for spec in load_specs(spec_path())]
 
@@ -132,14 +132,18 @@ def _build_mosaic(spec: MosaicSpec, workers: int, pool: ProcessPoolExecutor) -> 
     def chunk_batches(steps: list[str]) -> dict[str, list[list[str]]]:
         """Each step's chunk keys (blocks with scenes) in ranged runs (``batch_size``), never crossing
         a time step (see ``contiguous_batches``)."""
-        keys = {}
-        for step in steps:
-            blocks = blocks_with_scenes(grid, load_scene_table(layout.scene_table(step)))
-            keys[step] = [str(parts.chunk_key(step, block.key)) for block in blocks]
+        keys = [
+            str(parts.chunk_key(step, block.key))
+            for step in steps
+            for block in blocks_with_scenes(grid, load_scene_table(layout.scene_table(step)))
+        ]
         ordered = parts.chunks.get_partition_keys(dynamic_partitions_store=instance)
-        size = batch_size(sum(map(len, keys.values())), workers, spec.operations.partitions_per_run)
+        size = batch_size(len(keys), workers, spec.operations.partitions_per_run)
         time_of = lambda key: MosaicPartitions.split_chunk_key(key)[0]  # noqa: E731
-        return {step: contiguous_batches(k, ordered, size, group=time_of) for step, k in keys.items()}
+        per_step: dict[str, list[list[str]]] = {step: [] for step in steps}
+        for batch in contiguous_batches(keys, ordered, size, group=time_of):
+            per_step[time_of(batch[0])].append(batch)
+        return per_step
 
     pieces = BuildPieces(
         catalog=functools.partial(_materialize, [f"{spec.name}/scene_catalog", f"{spec.name}/gti_index"]),

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import shutil
 import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from mosaic_assets.engine.build_order import BuildPieces, batch_size, run_in_order
 from mosaic_assets.engine.workers import start_method, worker_pool
+
+from .conftest import REPO
 
 
 class Recorder:
@@ -67,16 +73,55 @@ def test_batch_size_keeps_two_runs_per_worker_up_to_partitions_per_run() -> None
 
 
 def test_a_failed_batch_raises_and_holds_back_later_previews() -> None:
-    recorder = Recorder({"d1": [["d1/a"], ["d1/b"]]}, fail="d1/b")
+    """d1/b fails at once; d2/a, already running, finishes a second later: it lands, but d2's preview
+    (due only after the failure) is not started, and the failure is raised after d2/a is done."""
+    release = threading.Event()
+    recorder = Recorder({"d1": [["d1/b"]], "d2": [["d2/a"]]}, fail="d1/b")
+    pieces = recorder.pieces()
+    slow_write = pieces.write
+
+    def write(batch: list[str]) -> None:
+        if batch[0] == "d2/a":
+            release.wait(timeout=30)
+        slow_write(batch)
+
+    timer = threading.Timer(1.0, release.set)
+    timer.start()
     with ThreadPoolExecutor(max_workers=2) as pool, pytest.raises(RuntimeError, match="batch d1/b failed"):
-        run_in_order(pool, ["d1"], recorder.pieces())
-    assert ("preview", "d1") not in recorder.log
+        run_in_order(pool, ["d1", "d2"], replace(pieces, write=write))
+    timer.cancel()
+    assert ("write", "d2/a") in recorder.log
+    assert ("preview", "d1") not in recorder.log and ("preview", "d2") not in recorder.log
 
 
-def test_pool_forks_only_while_single_threaded() -> None:
-    code = "from mosaic_assets.engine.workers import start_method; print(start_method())"
-    alone = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert alone.stdout.strip() == "fork"
+def test_a_failed_catalog_stops_before_the_template() -> None:
+    recorder = Recorder({"d1": [["d1/a"]]})
+    pieces = recorder.pieces()
+
+    def catalog(step: str) -> None:
+        raise RuntimeError(f"catalog {step} failed")
+
+    with ThreadPoolExecutor(max_workers=2) as pool, pytest.raises(RuntimeError, match="catalog d1 failed"):
+        run_in_order(pool, ["d1"], replace(pieces, catalog=catalog))
+    assert recorder.log == []
+
+
+def test_pool_forks_only_while_single_threaded(tmp_path: Path) -> None:
+    """What ``build`` does before its pool (Dagster, the definitions, the instance) leaves the process
+    single-threaded, so its workers fork; a second Python thread makes the pool spawn instead."""
+    shutil.copy(REPO / "dagster.yaml", tmp_path / "dagster.yaml")
+    code = (
+        "import dagster as dg\n"
+        "from mosaic_assets.run import load_defs\n"
+        "from mosaic_assets.engine.workers import start_method\n"
+        "load_defs()\n"
+        "with dg.DagsterInstance.get():\n"
+        "    pass\n"
+        "print(start_method())\n"
+    )
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "MOSAIC_SPECS": str(REPO / "specs" / "demo.yaml")}
+    alone = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert alone.stdout.strip().splitlines()[-1] == "fork"
     stop = threading.Event()
     other = threading.Thread(target=stop.wait)
     other.start()

@@ -371,9 +371,6 @@ def test_cluster_instance_storage_works_on_postgres(stac_api: str, tmp_path: Pat
     database, password = f"dagster_{os.getpid()}", os.environ.get("STAC_PG_PASSWORD", "stac")
     admin = psycopg2.connect(host="127.0.0.1", port=TEST_PG_PORT, user="postgres", password=password, dbname="postgres")
     admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {database}")
-        cur.execute(f"CREATE DATABASE {database}")
     env = {"HOST": "127.0.0.1", "PORT": TEST_PG_PORT, "USER": "postgres", "PASSWORD": password, "DB": database}
     for name, value in env.items():
         monkeypatch.setenv(f"DAGSTER_PG_{name}", value)
@@ -383,6 +380,9 @@ def test_cluster_instance_storage_works_on_postgres(stac_api: str, tmp_path: Pat
         return 1
 
     try:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")  # one a killed run left
+            cur.execute(f"CREATE DATABASE {database}")
         with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
             assert type(instance.run_storage).__module__.startswith("dagster_postgres")
             result = dg.materialize([probe], instance=instance)

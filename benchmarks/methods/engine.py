@@ -9,7 +9,6 @@ serves neighbouring blocks, as in a ranged run). The difference between the two 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -54,16 +53,14 @@ def batches(parts: list[tuple[str, str]], workers: int, per_run: int) -> list[li
     return out
 
 
-def write_all(
-    job: Job, store: str, pool: ProcessPoolExecutor, batch_fn: Callable[..., list[dict]] = write_batch
-) -> list[dict]:
-    """Template + all planned partitions over ``pool`` (see ``engine.workers``), ``batch_fn`` per batch;
-    returns each partition's write result."""
+def write_all(job: Job, store: str, pool: ProcessPoolExecutor) -> list[dict]:
+    """Template + all planned partitions over ``pool`` (see ``engine.workers``); returns each
+    partition's write result."""
     spec, grid = spec_of(job.spec), grid_of(job.spec)
     ensure_template(spec, grid, store, time_length(spec, job.steps))
     parts = planned_partitions(job.spec, job.data_root, job.steps)
     futures = [
-        pool.submit(batch_fn, job.spec, job.data_root, store, b)
+        pool.submit(write_batch, job.spec, job.data_root, store, b)
         for b in batches(parts, job.workers, spec.operations.partitions_per_run)
     ]
     return [r for f in futures for r in f.result()]

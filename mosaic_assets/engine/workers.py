@@ -15,6 +15,7 @@ on any fork of a process with more than one OS thread; that warning is silenced 
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import threading
@@ -22,11 +23,19 @@ import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
+log = logging.getLogger(__name__)
+
 
 def start_method() -> str:
-    """``fork`` while this process is single-threaded (and can fork), else ``spawn``."""
-    can_fork = "fork" in multiprocessing.get_all_start_methods()
-    return "fork" if can_fork and threading.active_count() == 1 else "spawn"
+    """``fork`` while this process is single-threaded (and can fork), else ``spawn`` (logged: each
+    spawned worker pays its imports again)."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return "spawn"
+    if threading.active_count() > 1:
+        names = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+        log.info("worker pool spawns (slower start): this process already runs threads %s", names)
+        return "spawn"
+    return "fork"
 
 
 def worker_pool(workers: int, initializer: Callable[[], None] | None = None) -> ProcessPoolExecutor:
