@@ -11,8 +11,9 @@
   as written), so this one is where a skipped scene shows.
 
 The first three are ERROR severity and blocking, so a failure holds back downstream automation (the
-preview); a skipped scene warns and blocks nothing. The logic lives in ``engine.audit``; this module
-only adapts it to Dagster.
+preview); a skipped scene warns and blocks nothing. The three chunk checks run as one step
+(``chunk_audits``, subsettable: the UI can run any of them alone). The logic lives in
+``engine.audit``; this module only adapts it to Dagster.
 """
 
 import functools
@@ -79,12 +80,11 @@ def build_mosaic_checks(mosaic: MosaicAssets) -> list[dg.AssetChecksDefinition]:
         skipped = {s.item_id for s in load_skipped(layout.skipped_record(step_key, block_key))}
         return table[~table["item_id"].isin(skipped)] if skipped else table
 
-    @dg.asset_check(asset=mosaic.chunks, name="chunks_complete", blocking=True, partitions_def=mosaic.partitions.chunks)
-    def chunks_complete(context: dg.AssetCheckExecutionContext, data_root: DataRootResource) -> dg.AssetCheckResult:
+    def chunks_complete(partitions: list, data_root: DataRootResource) -> dg.AssetCheckResult:
         """Every chunk of the block that a scene's valid-data footprint covers is in the store."""
         store = data_root.layout(spec).store
         missing, expected, present = {}, 0, 0
-        for key, step_key, block in _partitions(context):
+        for key, step_key, block in partitions:
             scenes = _scenes(data_root, step_key, _block_key(key))
             if scenes is None:
                 missing[str(key)] = "no scene table"
@@ -94,6 +94,7 @@ def build_mosaic_checks(mosaic: MosaicAssets) -> list[dg.AssetChecksDefinition]:
             if audit.missing:
                 missing[str(key)] = [f"{r}/{c}" for r, c in audit.missing]
         return dg.AssetCheckResult(
+            check_name="chunks_complete",
             passed=not missing,
             severity=dg.AssetCheckSeverity.ERROR,
             description=f"missing chunks: {missing}" if missing else "every covered chunk is present",
@@ -104,19 +105,11 @@ def build_mosaic_checks(mosaic: MosaicAssets) -> list[dg.AssetChecksDefinition]:
             },
         )
 
-    @dg.asset_check(
-        asset=mosaic.chunks,
-        name="valid_pixels_match_footprints",
-        blocking=True,
-        partitions_def=mosaic.partitions.chunks,
-    )
-    def valid_pixels_match_footprints(
-        context: dg.AssetCheckExecutionContext, data_root: DataRootResource
-    ) -> dg.AssetCheckResult:
+    def valid_pixels_match_footprints(partitions: list, data_root: DataRootResource) -> dg.AssetCheckResult:
         """The block's valid-pixel fraction is at least the scene footprints' coverage (minus edge tolerance)."""
         store = data_root.layout(spec).store
         failures, figures = {}, {}
-        for key, step_key, block in _partitions(context):
+        for key, step_key, block in partitions:
             scenes = _scenes(data_root, step_key, _block_key(key))
             if scenes is None:
                 failures[str(key)] = "no scene table"
@@ -129,27 +122,57 @@ def build_mosaic_checks(mosaic: MosaicAssets) -> list[dg.AssetChecksDefinition]:
                     f"- tolerance {audit.tolerance:.4f}"
                 )
         return dg.AssetCheckResult(
+            check_name="valid_pixels_match_footprints",
             passed=not failures,
             severity=dg.AssetCheckSeverity.ERROR,
             description=f"silent nodata suspected: {failures}" if failures else "valid pixels cover the footprints",
             metadata={"valid_footprint_tolerance": dg.MetadataValue.json(figures)},
         )
 
-    @dg.asset_check(asset=mosaic.chunks, name="no_skipped_scenes", partitions_def=mosaic.partitions.chunks)
-    def no_skipped_scenes(context: dg.AssetCheckExecutionContext, data_root: DataRootResource) -> dg.AssetCheckResult:
+    def no_skipped_scenes(partitions: list, data_root: DataRootResource) -> dg.AssetCheckResult:
         """No scene was left out of the partition under ``bad_scenes: skip`` (WARN: the rest is written)."""
         layout = data_root.layout(spec)
         skipped = {}
-        for key, step_key, _ in _partitions(context):
+        for key, step_key, _ in partitions:
             found = load_skipped(layout.skipped_record(step_key, _block_key(key)))
             if found:
                 skipped[str(key)] = [{"item_id": s.item_id, "reason": s.reason} for s in found]
         items = sorted({entry["item_id"] for entries in skipped.values() for entry in entries})
         return dg.AssetCheckResult(
+            check_name="no_skipped_scenes",
             passed=not skipped,
             severity=dg.AssetCheckSeverity.WARN,
             description=f"written without bad scenes {items}" if skipped else "no scene was skipped",
             metadata={"skipped": dg.MetadataValue.json(skipped), "skipped_items": len(items)},
         )
 
-    return [store_georeferencing, chunks_complete, valid_pixels_match_footprints, no_skipped_scenes]
+    chunk_checks = {
+        "chunks_complete": (chunks_complete, True),
+        "valid_pixels_match_footprints": (valid_pixels_match_footprints, True),
+        "no_skipped_scenes": (no_skipped_scenes, False),
+    }
+
+    @dg.multi_asset_check(
+        name=f"{spec.name}_chunk_audits",
+        specs=[
+            dg.AssetCheckSpec(
+                name,
+                asset=mosaic.chunks,
+                blocking=blocking,
+                description=(body.__doc__ or "").strip(),
+                partitions_def=mosaic.partitions.chunks,
+            )
+            for name, (body, blocking) in chunk_checks.items()
+        ],
+        can_subset=True,
+    )
+    def chunk_audits(context: dg.AssetCheckExecutionContext, data_root: DataRootResource):
+        """The chunk partitions' checks in one step: three steps cost a chunk run ~0.15 s of Dagster
+        overhead (start, output and success events each) for checks that took 0.04-0.1 s."""
+        partitions = list(_partitions(context))
+        selected = {key.name for key in context.selected_asset_check_keys}
+        for name, (body, _) in chunk_checks.items():
+            if name in selected:
+                yield body(partitions, data_root)
+
+    return [store_georeferencing, chunk_audits]
