@@ -45,6 +45,13 @@ SIZES["xlarge"] = BenchSize(
     ),
     3,
 )
+# Large's recipe over three times its area (three times the scenes, same density): 18 blocks per
+# time step at the spec's 256 MiB, so chunk runs carry the spec's default 8 partitions each, as in a
+# real build; on ``large`` a time step has 6 blocks and build's runs carry 3. Shows Dagster's per-run
+# and per-step costs against runs of the size a deployment runs.
+SIZES["wide"] = BenchSize(
+    "wide", replace(SIZES["large"].scenes, collection="bench-wide", scenes_per_date=108, spread_m=90_000.0), 3
+)
 SIZES["large_utm32"] = BenchSize(
     "large_utm32", replace(SIZES["large"].scenes, collection="bench-large-utm32", utm_zones=(32,)), 3
 )
