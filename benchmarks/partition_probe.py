@@ -76,27 +76,19 @@ def engine(args: dict) -> dict:
 
 
 def dagster(args: dict) -> dict:
+    """One-partition runs through ``mosaic_assets.run.materialize``, the call ``run build`` makes."""
     import dagster as dg
 
-    from mosaic_assets.definitions import defs
     from mosaic_assets.defs.mosaic import MosaicPartitions
+    from mosaic_assets.run import materialize as materialize_run
 
     spec, grid = spec_of(args["spec"]), grid_of(args["spec"])
     parts = MosaicPartitions.for_spec(spec, grid)
-    instance = dg.DagsterInstance.get()
-    instance.add_dynamic_partitions(parts.time.name, [args["step"]])
-    assets = list(defs.assets or [])
+    dg.DagsterInstance.get().add_dynamic_partitions(parts.time.name, [args["step"]])
 
     def materialize(block_key: str) -> None:
         open_gtis.close()  # as in engine(): the run must not read the previous run's cached tiles
-        dg.materialize(
-            assets,
-            selection=[f"{spec.name}/mosaic_chunks"],
-            partition_key=str(parts.chunk_key(args["step"], block_key)),
-            instance=instance,
-            resources=defs.resources,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-        )
+        materialize_run(f"{spec.name}/mosaic_chunks", str(parts.chunk_key(args["step"], block_key)))
 
     materialize(args["full"])  # warm
     full = _timed(lambda: materialize(args["full"]), args["repeats"])

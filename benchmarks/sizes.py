@@ -45,7 +45,7 @@ SIZES["xlarge"] = BenchSize(
     ),
     3,
 )
-# Large's recipe over three times its area (three times the scenes, same density): 18 blocks per
+# Large's recipe over three times its area (three times the scenes, same density): 16 blocks per
 # time step at the spec's 256 MiB, so chunk runs carry the spec's default 8 partitions each, as in a
 # real build; on ``large`` a time step has 6 blocks and build's runs carry 3. Shows Dagster's per-run
 # and per-step costs against runs of the size a deployment runs.

@@ -60,7 +60,7 @@ def _job(selection: tuple[str, ...]) -> dg.JobDefinition:
     return job_defs.resolve_job_def(BUILD_JOB_NAME)
 
 
-def _materialize(selection: str | tuple[str, ...], partition_key: str | None, tags: dict | None = None) -> None:
+def materialize(selection: str | tuple[str, ...], partition_key: str | None, tags: dict | None = None) -> None:
     """One run on the instance at $DAGSTER_HOME; raises (naming the step) when it fails."""
     _job((selection,) if isinstance(selection, str) else selection).execute_in_process(
         run_config=QUIET_RUN_CONFIG, instance=_instance(), partition_key=partition_key, tags=tags
@@ -78,9 +78,9 @@ def build_selections(spec: MosaicSpec) -> dict[str, tuple[str, ...]]:
     }
 
 
-def _materialize_range(selection: str | tuple[str, ...], keys: list[str]) -> None:
+def materialize_range(selection: str | tuple[str, ...], keys: list[str]) -> None:
     """One ranged run over consecutive partition keys (what a backfill batch is)."""
-    _materialize(selection, None, {RANGE_START: keys[0], RANGE_END: keys[-1]})
+    materialize(selection, None, {RANGE_START: keys[0], RANGE_END: keys[-1]})
 
 
 def contiguous_batches(
@@ -170,11 +170,11 @@ def _build_mosaic(spec: MosaicSpec, workers: int, pool: ProcessPoolExecutor) -> 
 
     selections = build_selections(spec)
     pieces = BuildPieces(
-        catalog=functools.partial(_materialize, selections["catalog"]),
-        template=functools.partial(_materialize, selections["template"], None),
+        catalog=functools.partial(materialize, selections["catalog"]),
+        template=functools.partial(materialize, selections["template"], None),
         batches=chunk_batches,
-        write=functools.partial(_materialize_range, selections["write"]),
-        preview=functools.partial(_materialize, selections["preview"]),  # a preview has per-step metadata
+        write=functools.partial(materialize_range, selections["write"]),
+        preview=functools.partial(materialize, selections["preview"]),  # a preview has per-step metadata
     )
     batches = run_in_order(pool, steps, pieces)
     return {

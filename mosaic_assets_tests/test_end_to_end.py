@@ -114,7 +114,7 @@ def test_rerun_of_a_partition_writes_identical_bytes(built_mosaic: BuiltMosaic) 
         [
             sys.executable,
             "-c",
-            f"from mosaic_assets.run import _materialize; _materialize('testmosaic/mosaic_chunks', {key!r})",
+            f"from mosaic_assets.run import materialize; materialize('testmosaic/mosaic_chunks', {key!r})",
         ],
         env=built_mosaic.env,
         capture_output=True,

@@ -53,7 +53,7 @@ def _chunk_paths(store: Path, grid: MosaicGrid, block_key: str) -> set[Path]:
 
 
 def _writer(env: dict[str, str], key: str) -> subprocess.Popen:
-    code = f"from mosaic_assets.run import _materialize; _materialize('testmosaic/mosaic_chunks', {key!r})"
+    code = f"from mosaic_assets.run import materialize; materialize('testmosaic/mosaic_chunks', {key!r})"
     return subprocess.Popen(
         [sys.executable, "-c", code], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
