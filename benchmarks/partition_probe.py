@@ -84,7 +84,8 @@ def dagster(args: dict) -> dict:
 
     spec, grid = spec_of(args["spec"]), grid_of(args["spec"])
     parts = MosaicPartitions.for_spec(spec, grid)
-    dg.DagsterInstance.get().add_dynamic_partitions(parts.time.name, [args["step"]])
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions(parts.time.name, [args["step"]])
 
     def materialize(block_key: str) -> None:
         open_gtis.close()  # as in engine(): the run must not read the previous run's cached tiles

@@ -167,8 +167,8 @@ def build_mosaic_checks(mosaic: MosaicAssets) -> list[dg.AssetChecksDefinition]:
         can_subset=True,
     )
     def chunk_audits(context: dg.AssetCheckExecutionContext, data_root: DataRootResource):
-        """The chunk partitions' checks in one step: three steps cost a chunk run ~0.13 s of Dagster
-        overhead (start, output and success events each) for checks that took 0.04-0.1 s."""
+        """The chunk partitions' checks in one step: as three steps (start, output and success events
+        each) they cost a one-partition chunk run 0.13 s more wall and CPU (measured, 7 runs each)."""
         partitions = list(_partitions(context))
         selected = {key.name for key in context.selected_asset_check_keys}
         for name, (body, _) in chunk_checks.items():
