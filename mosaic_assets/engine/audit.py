@@ -124,7 +124,7 @@ def coverage_audit(
     generously drawn footprint includes but no scene fills."""
     array = zarr.open_array(store, path=VARIABLE, mode="r", storage_options=storage_options(store))
     data = np.asarray(array[time_index, :, block.rows, block.cols])
-    valid = float(np.any(data != spec.nodata_value, axis=0).mean())
+    valid = float(spec.valid_mask(data).mean())
     block_box = _block_box(grid, block)
     footprints = _footprints(grid, scenes, block)
     res = abs(grid.geobox.resolution.x)

@@ -44,12 +44,31 @@ def _check_crs(value: str) -> str:
     return value
 
 
+RESAMPLING = Literal["nearest", "bilinear", "cubic", "cubicspline", "lanczos", "average", "mode"]
+MODIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+
+
 class StacSource(_Frozen):
-    """Where scenes come from."""
+    """Where scenes come from, and how their hrefs are reached."""
 
     url: str
     collections: Annotated[tuple[str, ...], Field(min_length=1)]
     query_limit: Annotated[int, Field(gt=0, le=10_000)] = 1000
+    modifier: Annotated[str, Field(pattern=MODIFIER_PATTERN)] | None = Field(
+        default=None,
+        description="'package.module:function' applied to every item (a STAC item dict, changed in place or "
+        "returned), pystac-client's ``modifier`` convention: e.g. 'planetary_computer:sign_inplace'. Applied "
+        "when the catalog is read and again in each writer just before it reads, so short-lived tokens never "
+        "expire under a late backfill; signed hrefs are never stored.",
+    )
+    probe_missing_projection: bool = Field(
+        default=False,
+        description="An asset whose projection metadata (proj:code/epsg/wkt2/projjson, proj:shape, proj:transform) "
+        "is missing on the asset and the item: read its header once in the catalog step and record it. "
+        "Default False: such an item is a catalog error naming item and asset.",
+    )
+    aws_no_sign_request: bool = Field(default=False, description="Read s3:// scenes unsigned (public buckets).")
+    aws_request_payer: bool = Field(default=False, description="Read s3:// scenes from requester-pays buckets.")
     allowed_href_prefixes: tuple[str, ...] | None = Field(
         default=None,
         description="Where scene hrefs may point (absolute paths like '/data/scenes/' or URL prefixes like "
@@ -80,11 +99,19 @@ class StacSource(_Frozen):
 
 
 class Band(_Frozen):
-    """One output band: taken from band ``index`` (1-based) of the STAC asset ``asset``."""
+    """One output band: taken from band ``index`` (1-based) of the STAC asset ``asset``, read from the
+    asset's own grid (its resolution and shape) onto the mosaic grid.
+
+    ``resampling`` overrides the mosaic's for this band (a class band stays ``nearest``); ``nodata``,
+    ``scale`` and ``offset`` override what the items declare (``raster:bands`` / ``bands``)."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     asset: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
     index: Annotated[int, Field(ge=1)] = 1
+    resampling: RESAMPLING | None = None
+    nodata: float | None = None
+    scale: float | None = None
+    offset: float | None = None
 
 
 class Area(_Frozen):
@@ -183,7 +210,17 @@ class MosaicSpec(_Frozen):
     time: TimeGrid
     dtype: Literal["uint8", "uint16", "int16", "uint32", "int32", "float32", "float64"] = "uint16"
     nodata: float = 0
-    resampling: Literal["nearest", "bilinear", "cubic", "cubicspline", "lanczos", "average", "mode"] = "nearest"
+    resampling: RESAMPLING = "nearest"
+    values: Literal["raw", "physical"] = Field(
+        default="raw",
+        description="'raw': the files' numbers, each band's scale/offset recorded in the store (CF). "
+        "'physical': raw x scale + offset as float32 (default dtype then float32, nodata NaN).",
+    )
+    anchor: Literal["edge", "center", "native"] = Field(
+        default="edge",
+        description="Where pixels snap: 'edge' (pixel edges on multiples of the resolution), 'center' (pixel "
+        "centres there: Landsat's grid), 'native' (the scenes' own pixel grid, learnt from the catalog).",
+    )
     use_overviews: bool = Field(
         default=False,
         description="Read COG overviews when the grid is coarser than the scenes (fast, not exact). "
@@ -238,10 +275,22 @@ class MosaicSpec(_Frozen):
             raise ValueError(f"band names must be unique, got {names}")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _physical_defaults(cls, raw: object) -> object:
+        """``values: physical`` means float32 with NaN as nodata unless the spec says otherwise."""
+        if isinstance(raw, dict) and raw.get("values") == "physical":
+            raw = {"dtype": "float32", "nodata": float("nan"), **raw}
+        return raw
+
     @model_validator(mode="after")
     def _consistent(self) -> MosaicSpec:
+        if self.values == "physical" and np.dtype(self.dtype).kind != "f":
+            raise ValueError(f"dtype: values: physical needs float32 or float64, got {self.dtype}")
+        if np.isnan(self.nodata) and np.dtype(self.dtype).kind != "f":
+            raise ValueError(f"nodata: NaN needs a float dtype, got {self.dtype}")
         info = np.iinfo(self.dtype) if np.dtype(self.dtype).kind in "ui" else np.finfo(self.dtype)
-        if not (info.min <= self.nodata <= info.max):
+        if not np.isnan(self.nodata) and not (info.min <= self.nodata <= info.max):
             raise ValueError(f"nodata: {self.nodata} does not fit dtype {self.dtype}")
         if self.partition_bytes < self.chunk_bytes:
             raise ValueError(
@@ -258,6 +307,16 @@ class MosaicSpec(_Frozen):
         4x the block's size (measured, 16 unwarped 32 MiB partitions in one process: 1.74-1.82 s ->
         1.62-1.65 s)."""
         return np.array(self.nodata, dtype=self.dtype)[()]
+
+    def valid_mask(self, data: np.ndarray) -> np.ndarray:
+        """(y, x) pixels where any band of a (band, y, x) block holds data: the one test of "valid",
+        NaN nodata included (``data != nan`` is True everywhere)."""
+        if np.isnan(self.nodata):
+            return ~np.all(np.isnan(data), axis=0)
+        return np.any(data != self.nodata_value, axis=0)
+
+    def band_resampling(self, band: Band) -> str:
+        return band.resampling or self.resampling
 
     @property
     def band_names(self) -> tuple[str, ...]:

@@ -268,7 +268,7 @@ def write_block(
             rasterio.cache.invalidate_all()
         raise
     write_region(store, grid, time_index, block, data)
-    valid = np.any(data != spec.nodata_value, axis=0)
+    valid = spec.valid_mask(data)
     return BlockWriteResult(
         scenes=len(scenes),
         pixels=pixels,
