@@ -24,6 +24,7 @@ import shapely
 import yaml
 from odc.geo import geom
 
+from mosaic_assets.engine.bandgroups import read_groups
 from mosaic_assets.engine.grid import MosaicGrid
 from mosaic_assets.engine.gti import scene_footprints, tile_location
 from mosaic_assets.engine.spec import MosaicSpec, load_specs
@@ -91,8 +92,19 @@ def representative_tile(spec: MosaicSpec, grid: MosaicGrid, data: DataAssumption
         geometry=[None],
     )
     (footprint,) = scene_footprints(grid, scenes)
-    hrefs = {b.asset: f"/vsis3/bucket/tiles/{b.asset}.tif" for b in spec.bands}
-    location = tile_location(spec, hrefs, (data.scene_px, data.scene_px), transform, f"EPSG:{epsg}")
+    location = "".join(
+        tile_location(
+            spec,
+            group,
+            {
+                "href": f"/vsis3/bucket/tiles/{group.asset}.tif",
+                "crs": f"EPSG:{epsg}",
+                "shape": [data.scene_px, data.scene_px],
+                "transform": transform,
+            },
+        )
+        for group in read_groups(spec)
+    )
     vertices = int(shapely.get_num_coordinates(footprint))
     return len(shapely.to_wkb(footprint)) + len(location.encode()) + GPKG_ROW_OVERHEAD, vertices
 

@@ -10,7 +10,6 @@ pixels fail it while all are one-source-pixel picks). Valid/nodata masks agree o
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import geopandas as gpd
@@ -19,6 +18,7 @@ import rasterio
 import xarray as xr
 from pyproj import Transformer
 
+from mosaic_assets.engine.catalog import scene_assets
 from mosaic_assets.engine.grid import MosaicGrid
 from mosaic_assets.engine.gti import priorities
 from mosaic_assets.engine.spec import MosaicSpec
@@ -34,23 +34,31 @@ def assert_matches_gdal_warp(
     scenes: gpd.GeoDataFrame,
     tmp: Path,
     local_paths: dict[str, str] | None = None,
+    positions: list[int] | None = None,
 ) -> dict:
     """Assert the time step equals the reference within the rules above; returns the figures.
 
-    ``local_paths`` (item id -> file) lets the reference read local copies of remote scenes."""
+    ``local_paths`` (item id -> file) lets the reference read local copies of remote scenes.
+    ``positions``: the mosaic bands to check, all of one asset (default: every band, of the first
+    band's asset); the reference warps that asset's files with its declared nodata and the band's
+    resampling."""
+    positions = positions if positions is not None else list(range(len(spec.bands)))
+    bands = [spec.bands[p] for p in positions]
+    asset = bands[0].asset
+    assert all(b.asset == asset for b in bands), "one asset per check: each is warped from its own grid"
     order = np.argsort(priorities(spec, scenes))  # worst first: gdal.Warp draws later sources on top
-    asset = spec.bands[0].asset
-    paths = [
-        local_paths[i] if local_paths else json.loads(h)[asset] for i, h in zip(scenes["item_id"], scenes["hrefs"])
-    ]
+    assets = scene_assets(scenes)
+    paths = [local_paths[i] if local_paths else a[asset]["href"] for i, a in zip(scenes["item_id"], assets)]
+    declared = assets[0][asset].get("bands", {}).get(str(bands[0].index), {}).get("nodata") if assets else None
     job = {
         "sources": [paths[i] for i in order],
-        "bands": [b.index for b in spec.bands],
+        "bands": [b.index for b in bands],
         "srs": grid.geobox.crs.to_wkt(),
         "bounds": list(grid.geobox.extent.boundingbox),
         "res": spec.resolution,
-        "resampling": spec.resampling,
+        "resampling": spec.band_resampling(bands[0]),
         "nodata": spec.nodata,
+        "src_nodata": spec.nodata if declared is None else float(declared),
         "use_overviews": spec.use_overviews,
         "out": str(tmp / "reference.tif"),
         "source_map": str(tmp / "source_map.tif"),
@@ -60,7 +68,7 @@ def assert_matches_gdal_warp(
         assert ref_ds.shape == grid.shape
         reference = ref_ds.read()
         source = map_ds.read(1)
-    ours = xr.open_zarr(store, consolidated=True, mask_and_scale=False)["mosaic"][time_index].values
+    ours = xr.open_zarr(store, consolidated=True, mask_and_scale=False)["mosaic"][time_index].values[positions]
     crs_of_source = np.array([scenes["crs"].iloc[i] for i in order])
 
     ref_valid = np.any(reference != spec.nodata, axis=0)
@@ -82,7 +90,7 @@ def assert_matches_gdal_warp(
     explained = np.zeros(len(rows), dtype=bool)
     for path, crs in zip(paths, scenes["crs"]):
         with rasterio.open(path) as src:
-            pixels = src.read([b.index for b in spec.bands])
+            pixels = src.read([b.index for b in bands])
             to_src = Transformer.from_crs(spec.crs, crs, always_xy=True)
             sx, sy = to_src.transform(xs, ys)
             src_rows, src_cols = rasterio.transform.rowcol(src.transform, sx, sy, op=np.floor)

@@ -5,6 +5,7 @@ build than rasterio's), so nothing of our GTI / writer path is involved. Reads a
 
     {"sources": [paths, drawn first to last], "bands": [1-based indexes], "srs": wkt,
      "bounds": [minx, miny, maxx, maxy], "res": float, "resampling": str, "nodata": number,
+     "src_nodata": number (optional: the scenes' own nodata, when it is not the output's),
      "use_overviews": bool, "out": path, "source_map": path}
 
 Writes ``out`` (the multi-source warp: later sources drawn over earlier ones) and ``source_map``
@@ -32,7 +33,7 @@ def _options(job: dict, output_format: str) -> gdal.WarpOptions:
         yRes=job["res"],
         dstSRS=job["srs"],
         resampleAlg=job["resampling"],
-        srcNodata=job["nodata"],
+        srcNodata=job.get("src_nodata", job["nodata"]),
         dstNodata=job["nodata"],
         srcBands=job["bands"],
         overviewLevel="AUTO" if job["use_overviews"] else "NONE",

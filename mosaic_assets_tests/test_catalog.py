@@ -61,7 +61,9 @@ def test_unknown_asset_or_band_is_named(small_scenes: LoadedScenes) -> None:
 def test_item_without_projection_metadata_is_named(small_scenes: LoadedScenes) -> None:
     item = copy.deepcopy(small_scenes.items[0])
     del item["properties"]["proj:transform"]
-    with pytest.raises(CatalogError, match=f"item {item['id']}: lacks projection metadata"):
+    with pytest.raises(
+        CatalogError, match=rf"item {item['id']}: asset 'data': lacks projection metadata \['proj:transform'\]"
+    ):
         scene_table(_spec(small_scenes.api), [item])
 
 

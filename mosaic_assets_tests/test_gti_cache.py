@@ -22,29 +22,29 @@ def items(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     return local_scene_items(tmp_path_factory.mktemp("gti-cache"), "gti-cache", seed=11)
 
 
-def _fresh(files, block) -> np.ndarray:
+def _fresh(built, block) -> np.ndarray:
     gti_cache.open_gtis.close()
-    return read_block(files, block)
+    return read_block(built.spec, built.grid, built.files, block)
 
 
 def test_kept_gti_reads_what_a_fresh_one_reads(items: list[dict], tmp_path: Path) -> None:
     built = engine_setup(items, tmp_path)
     blocks = sorted(blocks_with_scenes(built.grid, built.table))
-    kept = [read_block(built.files, built.grid.block(b)) for b in blocks]
-    assert gti_cache.open_gtis.dataset is not None, "the GTI stayed open between blocks"
+    kept = [read_block(built.spec, built.grid, built.files, built.grid.block(b)) for b in blocks]
+    assert gti_cache.open_gtis.entries, "the GTI stayed open between blocks"
     for block, data in zip(blocks, kept):
-        assert np.array_equal(data, _fresh(built.files, built.grid.block(block)))
+        assert np.array_equal(data, _fresh(built, built.grid.block(block)))
 
 
 def test_gti_rebuilt_in_place_is_reopened(items: list[dict], tmp_path: Path) -> None:
     built = engine_setup(items, tmp_path)
     dropped = built.table[built.table["item_id"] == items[0]["id"]]
     block = built.grid.block(sorted(blocks_with_scenes(built.grid, dropped))[0])
-    before = read_block(built.files, block)
+    before = read_block(built.spec, built.grid, built.files, block)
     build_gti(built.spec, built.grid, scene_table(built.spec, items[1:]), built.files)  # same paths, one scene less
-    after = read_block(built.files, block)
+    after = read_block(built.spec, built.grid, built.files, block)
     assert not np.array_equal(before, after), "the dropped scene's pixels are gone"
-    assert np.array_equal(after, _fresh(built.files, block))
+    assert np.array_equal(after, _fresh(built, block))
 
 
 def test_gti_is_closed_when_the_process_passes_its_memory_budget(
@@ -53,9 +53,9 @@ def test_gti_is_closed_when_the_process_passes_its_memory_budget(
     """Open scenes keep their decoded tiles in GDAL's cache: past the budget the GTI is not kept."""
     built = engine_setup(items, tmp_path)
     block = built.grid.block(sorted(blocks_with_scenes(built.grid, built.table))[0])
-    read_block(built.files, block)
-    assert gti_cache.open_gtis.dataset is not None
+    read_block(built.spec, built.grid, built.files, block)
+    assert gti_cache.open_gtis.entries
     monkeypatch.setenv("MOSAIC_WORKER_MEMORY_GB", "0.01")  # 10 MB: any Python process is over it
-    data = read_block(built.files, block)
-    assert gti_cache.open_gtis.dataset is None
-    assert np.array_equal(data, _fresh(built.files, block))
+    data = read_block(built.spec, built.grid, built.files, block)
+    assert not gti_cache.open_gtis.entries
+    assert np.array_equal(data, _fresh(built, block))

@@ -10,9 +10,10 @@ import functools
 import io
 import ipaddress
 import json
+import math
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,8 +29,10 @@ from shapely.geometry import shape as shapely_shape
 from urllib3.util.retry import Retry
 
 from .keys import time_key
+from .modifier import ModifierError, load_modifier, redact_text, signed_item
 from .object_store import VSI_PREFIXES, Location, is_remote, read_bytes, vsi_path, write_bytes
 from .spec import MosaicSpec
+from .stac_meta import AssetGrid, AssetMetadataError, MissingProjection, asset_grid, band_count, band_metadata
 from .timegrid import step_bounds, step_index, step_start
 
 SCENE_COLUMNS = (
@@ -43,6 +46,7 @@ SCENE_COLUMNS = (
     "transform",
     "shape",
     "hrefs",
+    "assets",  # JSON: asset key -> {href, crs, shape, transform, bands: {index: nodata/data_type/scale/offset}}
 )
 
 
@@ -196,9 +200,44 @@ def scene_table(spec: MosaicSpec, items: list[dict], policy: HrefPolicy | None =
 
     ``policy`` decides which hrefs may reach GDAL (default: the spec's, see ``HrefPolicy.for_spec``)."""
     policy = policy or HrefPolicy.for_spec(spec)
-    rows = [_scene_row(spec, item, policy) for item in items]
+    signer = _catalog_signer(spec)
+    rows = [_scene_row(spec, item, policy, signer(item)) for item in items]
     frame = pd.DataFrame(rows, columns=[*SCENE_COLUMNS, "geometry"])
     return gpd.GeoDataFrame(frame, geometry="geometry", crs="EPSG:4326")
+
+
+def _catalog_signer(spec: MosaicSpec) -> Callable[[dict], dict | None]:
+    """``stac.modifier`` at catalog time: proves it loads and signs every item (a broken signer fails
+    here, naming the key or the item, before anything is written), and gives the signed hrefs that
+    ``probe_missing_projection`` reads. The table keeps the unsigned ones."""
+    if not spec.stac.modifier:
+        return lambda item: None
+    try:
+        modifier = load_modifier(spec.stac.modifier)
+    except ModifierError as exc:
+        raise CatalogError(str(exc)) from None
+
+    def sign(item: dict) -> dict:
+        try:
+            return signed_item(modifier, item)
+        except ModifierError as exc:
+            raise CatalogError(str(exc)) from None
+
+    return sign
+
+
+def scene_assets(table: pd.DataFrame) -> list[dict]:
+    """Each scene's assets (asset key -> href, own grid, band metadata). A table from before per-asset
+    grids existed gives every asset the item's grid and no band metadata, as it was then read."""
+    if "assets" in table.columns:
+        return [json.loads(a) for a in table["assets"]]
+    return [
+        {
+            k: {"href": h, "crs": c, "shape": list(s), "transform": list(t), "bands": {}}
+            for k, h in json.loads(hs).items()
+        }
+        for hs, c, s, t in zip(table["hrefs"], table["crs"], table["shape"], table["transform"])
+    ]
 
 
 def save_scene_table(table: gpd.GeoDataFrame, path: Location) -> None:
@@ -407,28 +446,69 @@ def _item_datetime(item: dict) -> datetime:
     return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def _scene_row(spec: MosaicSpec, item: dict, policy: HrefPolicy) -> dict:
-    item_id = _check_item_id(item)
-    props = item.get("properties", {})
-    missing = [k for k in ("proj:transform", "proj:shape") if k not in props]
-    crs = props.get("proj:code") or (f"EPSG:{props['proj:epsg']}" if props.get("proj:epsg") else props.get("proj:wkt2"))
-    if missing or not crs:
-        raise CatalogError(
-            f"item {item_id}: lacks projection metadata {missing or ['proj:code']}; "
-            "the GTI needs it so GDAL never has to open a scene to learn its shape"
-        )
-    hrefs = {}
-    for band in spec.bands:
-        asset = item.get("assets", {}).get(band.asset)
-        if asset is None:
-            raise CatalogError(f"item {item_id}: has no asset {band.asset!r} (needed for band {band.name!r})")
-        declared = asset.get("eo:bands") or asset.get("raster:bands") or asset.get("bands")
-        if declared and band.index > len(declared):
+def _asset_entry(
+    spec: MosaicSpec, item: dict, item_id: str, asset_key: str, policy: HrefPolicy, probe_href: str | None
+) -> dict:
+    """One asset's row of the scene table: GDAL path, own grid, and each spec band's metadata."""
+    asset = item.get("assets", {}).get(asset_key)
+    bands = [b for b in spec.bands if b.asset == asset_key]
+    if not isinstance(asset, dict):
+        raise CatalogError(f"item {item_id}: has no asset {asset_key!r} (needed for band {bands[0].name!r})")
+    declared = band_count(asset)
+    for band in bands:
+        if declared and band.index > declared:
             raise CatalogError(
-                f"item {item_id}: asset {band.asset!r} has {len(declared)} bands, "
+                f"item {item_id}: asset {asset_key!r} has {declared} bands, "
                 f"band {band.name!r} asks for index {band.index}"
             )
-        hrefs[band.asset] = gdal_path(asset.get("href"), item_id, policy)
+    path = gdal_path(asset.get("href"), item_id, policy)
+    props = item.get("properties", {})
+    try:
+        grid = asset_grid(item_id, asset_key, asset, props)
+    except MissingProjection:
+        if not spec.stac.probe_missing_projection:
+            raise
+        grid = probe_asset_grid(spec, item_id, asset_key, probe_href or path)
+    return {
+        "href": path,
+        "stac_href": asset.get("href"),  # as the catalog wrote it, unsigned: what stac.modifier signs again
+        **grid.to_json(),
+        "bands": {str(b.index): band_metadata(asset, props, b).to_json() for b in bands},
+    }
+
+
+def probe_asset_grid(spec: MosaicSpec, item_id: str, asset_key: str, path: str) -> AssetGrid:
+    """Read one asset's header (``stac.probe_missing_projection``), under the writers' GDAL config."""
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    from .gdal_env import gdal_env
+
+    try:
+        with gdal_env(stac=spec.stac), rasterio.open(path) as src:
+            if src.crs is None:
+                raise CatalogError(f"item {item_id}: asset {asset_key!r}: the file has no CRS either")
+            return AssetGrid(src.crs.to_wkt(), (src.height, src.width), tuple(src.transform)[:6])
+    except RasterioError as exc:
+        message = redact_text(str(exc), [path])  # a signed href's token must not reach the message
+        raise CatalogError(f"item {item_id}: asset {asset_key!r}: probing its header failed: {message}") from None
+
+
+def _scene_row(spec: MosaicSpec, item: dict, policy: HrefPolicy, signed: dict | None = None) -> dict:
+    """``signed``: the item after ``stac.modifier`` (used only to probe headers; never stored)."""
+    item_id = _check_item_id(item)
+    props = item.get("properties", {})
+    signed_assets = (signed or {}).get("assets", {})
+    assets = {}
+    try:
+        for asset_key in dict.fromkeys(b.asset for b in spec.bands):
+            probe = signed_assets.get(asset_key, {}).get("href") if signed else None
+            probe_path = gdal_path(probe, item_id, policy) if probe else None
+            assets[asset_key] = _asset_entry(spec, item, item_id, asset_key, policy, probe_path)
+    except AssetMetadataError as exc:
+        raise CatalogError(str(exc)) from None
+    # the item's own grid: its finest asset's (footprints in the GTI, the anchor, the benchmarks)
+    finest = min(assets.values(), key=lambda a: math.hypot(a["transform"][0], a["transform"][3]))
     sort_value = props.get(spec.best_on_top.property)
     when = _item_datetime(item)
     return {
@@ -438,9 +518,10 @@ def _scene_row(spec: MosaicSpec, item: dict, policy: HrefPolicy) -> dict:
         "time_step": item_time_key(spec, item),
         "updated": props.get("updated", ""),
         "sort_value": float(sort_value) if sort_value is not None else float("nan"),
-        "crs": crs,
-        "transform": [float(v) for v in props["proj:transform"][:6]],
-        "shape": [int(v) for v in props["proj:shape"][:2]],
-        "hrefs": json.dumps(hrefs, sort_keys=True),
+        "crs": finest["crs"],
+        "transform": finest["transform"],
+        "shape": finest["shape"],
+        "hrefs": json.dumps({k: a["href"] for k, a in assets.items()}, sort_keys=True),
+        "assets": json.dumps(assets, sort_keys=True),
         "geometry": _item_geometry(item_id, item.get("geometry")),
     }

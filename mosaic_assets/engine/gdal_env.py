@@ -11,6 +11,7 @@ import os
 import rasterio
 
 from .object_store import gdal_s3_config
+from .spec import StacSource
 
 MEMORY_ENV = "MOSAIC_WORKER_MEMORY_GB"
 OPERATOR_OVERRIDES = ("GDAL_HTTP_MAX_RETRY", "GDAL_HTTP_RETRY_DELAY", "GDAL_HTTP_TIMEOUT", "GDAL_HTTP_CONNECTTIMEOUT")
@@ -61,12 +62,26 @@ def worker_config(memory_gb: float, debug: bool = False) -> dict[str, str]:
     }
 
 
-def gdal_env(memory_gb: float | None = None) -> rasterio.Env:
+def source_config(stac: StacSource | None) -> dict[str, str]:
+    """What a mosaic's source asks of GDAL to reach its scenes: unsigned or requester-pays buckets."""
+    if stac is None:
+        return {}
+    options = {}
+    if stac.aws_no_sign_request:
+        options["AWS_NO_SIGN_REQUEST"] = "YES"
+    if stac.aws_request_payer:
+        options["AWS_REQUEST_PAYER"] = "requester"
+    return options
+
+
+def gdal_env(memory_gb: float | None = None, stac: StacSource | None = None) -> rasterio.Env:
     """A rasterio.Env with the worker config applied (rasterio wants CPL_DEBUG as a bool and
     GDAL_CACHEMAX as an int; the string form is what a pod's environment carries), plus the
-    object-store endpoint when only botocore's spelling of it is set (see object_store)."""
+    object-store endpoint when only botocore's spelling of it is set (see object_store), plus what
+    the mosaic's ``stac`` source needs (``source_config``)."""
     options: dict[str, str | bool] = dict(worker_config(memory_gb if memory_gb is not None else worker_memory_gb()))
     options.update(gdal_s3_config())
+    options.update(source_config(stac))
     for key in OPERATOR_OVERRIDES:  # an operator's explicit setting in the environment wins
         if os.environ.get(key):
             options[key] = os.environ[key]

@@ -8,6 +8,7 @@ Zarr array and a block read is a plain window read.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -21,12 +22,14 @@ import numpy as np
 from odc.geo import geom
 from pyproj import CRS
 
+from .bandgroups import ReadGroup, read_groups
+from .catalog import scene_assets
 from .grid import MosaicGrid
 from .object_store import Location, fetch, is_remote, join, local_cache_dir, upload, vsi_path
 from .spec import MosaicSpec
+from .stac_meta import BandMetadata
 
 INDEX_LAYER = "tiles"
-LOCATION_FIELD = "location"
 SORT_FIELD = "priority"
 GDAL_TYPES = {
     "uint8": "Byte",
@@ -41,7 +44,8 @@ GDAL_TYPES = {
 
 @dataclass(frozen=True)
 class GtiFiles:
-    """Where a time step's index lives: the vector index and the XML that GDAL opens.
+    """Where a time step's index lives: the vector index and the XML that GDAL opens, one XML per read
+    group (``bandgroups``): group 0 is ``<step>.gti``, group k ``<step>.g<k>.gti``, all over one index.
 
     Both are local paths or object-store URLs; GDAL opens either through ``vsi_path``.
     """
@@ -53,46 +57,61 @@ class GtiFiles:
     def for_step(cls, folder: Location, step_key: str) -> GtiFiles:
         return cls(join(folder, f"{step_key}.gpkg"), join(folder, f"{step_key}.gti"))
 
+    def group_xml(self, group: ReadGroup) -> Location:
+        if group.number == 0:
+            return self.xml
+        name = str(self.xml).removesuffix(".gti") + f".g{group.number}.gti"
+        return Path(name) if isinstance(self.xml, Path) else name
 
-def tile_location(
-    spec: MosaicSpec, hrefs: dict[str, str], shape: tuple[int, int], transform: list[float], crs: str
-) -> str:
-    """The dataset name GDAL opens for one scene, exposing exactly the spec's bands in order.
 
-    One asset -> a ``vrt://`` connection string (band selection, and ``ovr=NONE`` unless the spec
-    allows overviews, so a coarser grid still reads full resolution). Several assets -> an inline VRT.
+@functools.lru_cache(maxsize=256)
+def _wkt(crs: str) -> str:
+    return CRS.from_user_input(crs).to_wkt()
+
+
+def tile_location(spec: MosaicSpec, group: ReadGroup, asset: dict, href: str | None = None) -> str:
+    """The dataset name GDAL opens for one scene's asset, exposing exactly the group's bands in order.
+
+    ``asset``: the scene table's entry (href, own grid, declared band metadata); ``href`` replaces its
+    href (a writer's freshly signed one). The plain case (raw numbers, no source nodata other than the
+    mosaic's) is a ``vrt://`` connection string: band selection, and ``ovr=NONE`` unless the spec allows
+    overviews, so a coarser grid still reads full resolution. Otherwise an inline VRT on the asset's own
+    grid that maps the source nodata to the mosaic's and, for ``values: physical``, applies scale and offset.
     """
-    assets = {b.asset for b in spec.bands}
-    if len(assets) == 1:
-        path = hrefs[spec.bands[0].asset]
-        options = ["bands=" + ",".join(str(b.index) for b in spec.bands)]
+    path = href or asset["href"]
+    metadata = [BandMetadata.from_json(asset.get("bands", {}).get(str(b.index), {})) for b in group.bands]
+    plain = spec.values == "raw" and all(m.nodata is None or m.nodata == spec.nodata for m in metadata)
+    if plain:
+        options = ["bands=" + ",".join(str(b.index) for b in group.bands)]
         if not spec.use_overviews:
             options.append("ovr=NONE")
         return f"vrt://{path}?{'&'.join(options)}"
-    return _inline_vrt(spec, hrefs, shape, transform, crs)
+    return _inline_vrt(spec, group, asset, path, metadata)
 
 
-def _inline_vrt(
-    spec: MosaicSpec, hrefs: dict[str, str], shape: tuple[int, int], transform: list[float], crs: str
-) -> str:
-    a, b, c, d, e, f = transform
-    height, width = shape
+def _inline_vrt(spec: MosaicSpec, group: ReadGroup, asset: dict, path: str, metadata: list[BandMetadata]) -> str:
+    a, b, c, d, e, f = asset["transform"]
+    height, width = asset["shape"]
     dtype = GDAL_TYPES[spec.dtype]
+    rect = f'xOff="0" yOff="0" xSize="{width}" ySize="{height}"'
+    # OVERVIEW_LEVEL=NONE hides the file's overviews, so the VRT has no implicit ones either
+    options = "" if spec.use_overviews else '<OpenOptions><OOI key="OVERVIEW_LEVEL">NONE</OOI></OpenOptions>'
     bands = []
-    for n, band in enumerate(spec.bands, start=1):
-        source = escape(hrefs[band.asset])
+    for n, (band, meta) in enumerate(zip(group.bands, metadata), start=1):
+        source_nodata = meta.nodata if meta.nodata is not None else spec.nodata
+        scaling = ""
+        if spec.values == "physical" and (meta.scale is not None or meta.offset is not None):
+            scale, offset = _number(meta.scale or 1.0), _number(meta.offset or 0.0)
+            scaling = f"<ScaleOffset>{offset}</ScaleOffset><ScaleRatio>{scale}</ScaleRatio>"
         bands.append(
-            f'<VRTRasterBand dataType="{dtype}" band="{n}"><NoDataValue>{spec.nodata}</NoDataValue>'
-            f'<ComplexSource><SourceFilename relativeToVRT="0">{source}</SourceFilename>'
-            f"<SourceBand>{band.index}</SourceBand>"
-            f'<SrcRect xOff="0" yOff="0" xSize="{width}" ySize="{height}"/>'
-            f'<DstRect xOff="0" yOff="0" xSize="{width}" ySize="{height}"/>'
-            f"<NODATA>{spec.nodata}</NODATA></ComplexSource></VRTRasterBand>"
+            f'<VRTRasterBand dataType="{dtype}" band="{n}"><NoDataValue>{_number(spec.nodata)}</NoDataValue>'
+            f'<ComplexSource><SourceFilename relativeToVRT="0">{escape(path)}</SourceFilename>{options}'
+            f"<SourceBand>{band.index}</SourceBand><SrcRect {rect}/><DstRect {rect}/>"
+            f"<NODATA>{_number(source_nodata)}</NODATA>{scaling}</ComplexSource></VRTRasterBand>"
         )
-    srs = escape(CRS.from_user_input(crs).to_wkt())
     return (
-        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}"><SRS>{srs}</SRS>'
-        f"<GeoTransform>{c},{a},{b},{f},{d},{e}</GeoTransform>{''.join(bands)}</VRTDataset>"
+        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}"><SRS>{escape(_wkt(asset["crs"]))}</SRS>'
+        f"<GeoTransform>{c!r},{a!r},{b!r},{f!r},{d!r},{e!r}</GeoTransform>{''.join(bands)}</VRTDataset>"
     )
 
 
@@ -142,9 +161,10 @@ def build_gti(spec: MosaicSpec, grid: MosaicGrid, scenes: gpd.GeoDataFrame, file
     with tempfile.TemporaryDirectory(prefix="gti-") as tmp:
         local = GtiFiles.for_step(Path(tmp), "step")
         index.to_file(local.index, layer=INDEX_LAYER, driver="GPKG", engine="pyogrio")
-        Path(local.xml).write_text(gti_xml(spec, grid, files.index))
         upload(Path(local.index), files.index)
-        upload(Path(local.xml), files.xml)
+        for group in read_groups(spec):
+            Path(local.group_xml(group)).write_text(gti_xml(spec, grid, files.index, group))
+            upload(Path(local.group_xml(group)), files.group_xml(group))
     return len(index)
 
 
@@ -162,29 +182,31 @@ def staged_locally(spec: MosaicSpec, grid: MosaicGrid, files: GtiFiles) -> GtiFi
         fetch(files.index, Path(local.index))
     except FileNotFoundError:
         return files  # no index: the time step has no scenes, the writer finds none
-    xml = gti_xml(spec, grid, local.index)
-    if not Path(local.xml).exists() or Path(local.xml).read_text() != xml:
-        tmp = Path(str(local.xml) + f".{os.getpid()}.tmp")
-        tmp.write_text(xml)
-        tmp.replace(local.xml)
+    for group in read_groups(spec):
+        xml, path = gti_xml(spec, grid, local.index, group), Path(local.group_xml(group))
+        if not path.exists() or path.read_text() != xml:
+            tmp = Path(str(path) + f".{os.getpid()}.tmp")
+            tmp.write_text(xml)
+            tmp.replace(path)
     return local
 
 
 def _index_frame(spec: MosaicSpec, grid: MosaicGrid, scenes: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    locations = [
-        tile_location(spec, json.loads(h), tuple(s), list(t), c)
-        for h, s, t, c in zip(scenes["hrefs"], scenes["shape"], scenes["transform"], scenes["crs"])
-    ]
+    assets = [json.dumps(a, sort_keys=True) for a in scene_assets(scenes)]
+    columns: dict[str, list] = {
+        group.location_field: [tile_location(spec, group, json.loads(a)[group.asset]) for a in assets]
+        for group in read_groups(spec)
+    }
     return gpd.GeoDataFrame(
         {
-            LOCATION_FIELD: locations,
+            **columns,
             SORT_FIELD: priorities(spec, scenes) if len(scenes) else np.array([], dtype=np.int64),
             "item_id": scenes["item_id"].to_list(),
+            "collection": scenes["collection"].to_list(),
             # what STAC promised about each scene, so a writer can check the files against it (writer.verify_scenes)
+            # and sign their hrefs again just before reading (stac.modifier)
             "hrefs": scenes["hrefs"].to_list(),
-            "scene_crs": scenes["crs"].to_list(),
-            "scene_shape": [json.dumps([int(v) for v in s]) for s in scenes["shape"]],
-            "scene_transform": [json.dumps([float(v) for v in t]) for t in scenes["transform"]],
+            "assets": assets,
         },
         geometry=scene_footprints(grid, scenes),
         crs=grid.geobox.crs.to_wkt(),
@@ -197,33 +219,41 @@ def _write_local(spec: MosaicSpec, grid: MosaicGrid, index: gpd.GeoDataFrame, in
     tmp_index.unlink(missing_ok=True)
     index.to_file(tmp_index, layer=INDEX_LAYER, driver="GPKG", engine="pyogrio")
     tmp_index.replace(index_path)
-    tmp_xml = xml.with_name(xml.name + ".tmp")
-    tmp_xml.write_text(gti_xml(spec, grid, index_path))
-    tmp_xml.replace(xml)
+    files = GtiFiles(index_path, xml)
+    for group in read_groups(spec):
+        path = Path(files.group_xml(group))
+        tmp_xml = path.with_name(path.name + ".tmp")
+        tmp_xml.write_text(gti_xml(spec, grid, index_path, group))
+        tmp_xml.replace(path)
 
 
-def gti_xml(spec: MosaicSpec, grid: MosaicGrid, index_path: Location) -> str:
+def gti_xml(spec: MosaicSpec, grid: MosaicGrid, index_path: Location | str, group: ReadGroup) -> str:
+    """The XML of one read group's GTI: the mosaic grid, the group's bands (named), its resampling."""
     left, bottom, right, top = grid.geobox.extent.boundingbox
     res = abs(grid.geobox.resolution.x)
     bands = "".join(
         f'<Band band="{n}" dataType="{GDAL_TYPES[spec.dtype]}"><Description>{escape(b.name)}</Description>'
         f"<NoDataValue>{_number(spec.nodata)}</NoDataValue></Band>"
-        for n, b in enumerate(spec.bands, start=1)
+        for n, b in enumerate(group.bands, start=1)
     )
     return (
         "<GDALTileIndexDataset>"
         f"<IndexDataset>{escape(vsi_path(index_path))}</IndexDataset>"
         f"<IndexLayer>{INDEX_LAYER}</IndexLayer>"
-        f"<LocationField>{LOCATION_FIELD}</LocationField>"
+        f"<LocationField>{group.location_field}</LocationField>"
         f"<SortField>{SORT_FIELD}</SortField><SortFieldAsc>true</SortFieldAsc>"
         f"<SRS>{escape(grid.geobox.crs.to_wkt())}</SRS>"
         f"<ResX>{res!r}</ResX><ResY>{res!r}</ResY>"
         f"<MinX>{left!r}</MinX><MinY>{bottom!r}</MinY><MaxX>{right!r}</MaxX><MaxY>{top!r}</MaxY>"
         f"<BlockXSize>{grid.chunk_shape[1]}</BlockXSize><BlockYSize>{grid.chunk_shape[0]}</BlockYSize>"
-        f"<Resampling>{spec.resampling}</Resampling>"
+        f"<Resampling>{group.resampling}</Resampling>"
         f"{bands}</GDALTileIndexDataset>"
     )
 
 
 def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() and math.isfinite(value) else repr(float(value))
+    """A number as GDAL reads it in XML: integers bare, NaN as 'nan'."""
+    value = float(value)
+    if math.isnan(value):
+        return "nan"
+    return str(int(value)) if math.isfinite(value) and value.is_integer() else repr(value)

@@ -31,7 +31,7 @@ from .gdal_env import worker_memory_gb
 from .gti import GtiFiles
 from .object_store import is_remote, vsi_path
 
-MAX_READS = 32  # blocks read through one open GTI before it is closed and reopened
+MAX_READS = 32  # group reads through the kept GTIs before they are closed and reopened
 KEEP_RSS_FRACTION = 0.5  # of MOSAIC_WORKER_MEMORY_GB: above this RSS, the GTI is closed after the read
 
 
@@ -59,31 +59,37 @@ def _identity(files: GtiFiles) -> tuple | None:
 
 
 class OpenGtis(threading.local):
-    """At most one open GTI per thread, with the identity it was opened under."""
+    """The GTIs kept open in this thread (one per read group of the step being written), each with
+    the identity it was opened under."""
 
     def __init__(self) -> None:
-        self.key: tuple | None = None
-        self.dataset = None
+        self.entries: dict[str, tuple[tuple, object]] = {}  # xml path -> (identity, dataset)
         self.reads = 0
 
     def close(self) -> None:
-        if self.dataset is not None:
-            self.dataset.close()
-        self.key, self.dataset, self.reads = None, None, 0
+        for _, dataset in self.entries.values():
+            dataset.close()
+        self.entries, self.reads = {}, 0
 
     def read(self, files: GtiFiles, window: Window) -> np.ndarray:
-        """Read ``window`` (all bands) through the kept GTI, opening it when it is not the one kept.
-        Call under the writer's GDAL config (``gdal_env``)."""
+        """Read ``window`` (all bands) through the kept GTI of ``files.xml``, opening it when it is not
+        the one kept. Call under the writer's GDAL config (``gdal_env``)."""
         key = _identity(files)
         if key is None:
             self.close()
             with rasterio.open(vsi_path(files.xml)) as mosaic:
                 return mosaic.read(window=window)
-        if key != self.key or self.reads >= MAX_READS:
-            self.close()
-            self.dataset, self.key = rasterio.open(vsi_path(files.xml)), key
+        name = str(files.xml)
+        kept = self.entries.get(name)
+        if self.reads >= MAX_READS * max(1, len(self.entries)) or (kept is not None and kept[0][1] != key[1]):
+            self.close()  # a rebuilt index (or the read budget): every kept group goes
+            kept = None
+        if kept is None or kept[0] != key:
+            if kept is not None:
+                kept[1].close()
+            kept = self.entries[name] = (key, rasterio.open(vsi_path(files.xml)))
         try:
-            data = self.dataset.read(window=window)
+            data = kept[1].read(window=window)
         except BaseException:
             self.close()
             raise

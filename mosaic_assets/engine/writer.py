@@ -30,12 +30,14 @@ from pyproj import CRS
 from rasterio.errors import RasterioError, WindowError
 from rasterio.windows import Window, from_bounds
 
+from .bandgroups import read_groups
 from .gdal_env import gdal_env
 from .grid import Block, MosaicGrid
-from .gti import INDEX_LAYER, GtiFiles, staged_locally
+from .gti import INDEX_LAYER, SORT_FIELD, GtiFiles, staged_locally
 from .gti_cache import open_gtis
 from .leftovers import remove_block_partials
 from .object_store import exists, storage_options, vsi_path
+from .signed_read import SignError, sign_scenes, signed_gti
 from .skipped import SkippedScene
 from .spec import MosaicSpec
 from .store import VARIABLE
@@ -46,7 +48,7 @@ _TRANSIENT = re.compile(
     r"Connection (?:reset|refused|aborted)|Could not resolve host|SSL connect error",
     re.IGNORECASE,
 )
-SCENE_COLUMNS = ["item_id", "hrefs", "scene_crs", "scene_shape", "scene_transform"]
+SCENE_COLUMNS = ["item_id", "collection", "hrefs", "assets"]
 
 
 class SceneReadError(RuntimeError):
@@ -102,44 +104,55 @@ def scenes_in_block(grid: MosaicGrid, files: GtiFiles, block: Block) -> list[str
     return sorted(table["item_id"].tolist())
 
 
-def block_scenes(grid: MosaicGrid, files: GtiFiles, block: Block) -> list[dict]:
-    """What the index says about each scene touching the block (item id, hrefs and the STAC
-    CRS/shape/transform), sorted by item id. Indexes built before these columns existed give ids only."""
+def block_scenes(grid: MosaicGrid, files: GtiFiles, block: Block, with_geometry: bool = False) -> list[dict]:
+    """What the index says about each scene touching the block (item id, its assets' hrefs, grids and
+    band metadata as STAC declared them), sorted by item id; with ``with_geometry`` also its footprint
+    and z-order (to index a block's scenes again, signed). Indexes from before these columns give ids only."""
     if not exists(files.index):
         return []
     bounds = grid.block_geobox(block.index).extent.boundingbox
     path = vsi_path(files.index)
     fields = set(pyogrio.read_info(path, layer=INDEX_LAYER)["fields"])
-    columns = [c for c in SCENE_COLUMNS if c in fields]
-    table = pyogrio.read_dataframe(path, layer=INDEX_LAYER, columns=columns, bbox=tuple(bounds), read_geometry=False)
-    return sorted(table.to_dict("records"), key=lambda r: r["item_id"])
+    columns = [c for c in [*SCENE_COLUMNS, *([SORT_FIELD] if with_geometry else [])] if c in fields]
+    table = pyogrio.read_dataframe(
+        path, layer=INDEX_LAYER, columns=columns, bbox=tuple(bounds), read_geometry=with_geometry
+    )
+    records = table.to_dict("records")
+    for record in records:
+        if "assets" in record:
+            record["assets"] = json.loads(record["assets"])
+    return sorted(records, key=lambda r: r["item_id"])
+
+
+def _read_path(scene: dict, asset: str) -> str:
+    """The path GDAL opens for a scene's asset: the freshly signed one when the spec has a modifier."""
+    return scene.get("signed", {}).get(asset) or scene["assets"][asset]["href"]
 
 
 def verify_scenes(spec: MosaicSpec, scenes: list[dict]) -> None:
-    """Open each scene's header (same GDAL config as the read) and compare it with its STAC metadata.
+    """Open each scene asset's header (same GDAL config as the read) and compare it with what STAC
+    declared for that asset (its own grid: Sentinel-2's 20 m bands have their own shape and transform).
 
-    Raises SceneReadError naming the item and href when a file cannot be opened (404, truncated
-    header, not a raster) or its CRS, size, geotransform or band count contradicts STAC: GDAL would
-    otherwise warp it from where the file says it is, and the pixels STAC promised would be nodata."""
+    Raises SceneReadError naming the item, asset and (unsigned) href when a file cannot be opened (404,
+    truncated header, not a raster) or its CRS, size, geotransform or band count contradicts STAC: GDAL
+    would otherwise warp it from where the file says it is, and the pixels STAC promised would be nodata."""
     wanted_bands: dict[str, int] = {}
     for band in spec.bands:
         wanted_bands[band.asset] = max(wanted_bands.get(band.asset, 0), band.index)
-    with gdal_env():
+    with gdal_env(stac=spec.stac):
         for scene in scenes:
-            if "hrefs" not in scene:
+            if "assets" not in scene:
                 continue  # an index from before these columns: nothing to compare against
             item_id = scene["item_id"]
-            crs = CRS.from_user_input(scene["scene_crs"])
-            shape = json.loads(scene["scene_shape"])
-            transform = json.loads(scene["scene_transform"])
-            for asset, href in sorted(json.loads(scene["hrefs"]).items()):
-                where = f"item {item_id}: asset {asset!r} href {href}"
+            for asset, declared in sorted(scene["assets"].items()):
+                where = f"item {item_id}: asset {asset!r} href {declared['href']}"
+                crs, shape, transform = CRS.from_user_input(declared["crs"]), declared["shape"], declared["transform"]
                 try:
-                    with rasterio.open(href) as src:
+                    with rasterio.open(_read_path(scene, asset)) as src:
                         found_crs = CRS.from_wkt(src.crs.to_wkt()) if src.crs else None
                         found = (src.height, src.width), list(src.transform)[:6], src.count
                 except RasterioError as exc:
-                    message = gdal_messages(exc)
+                    message = redact(gdal_messages(exc), scene)
                     raise SceneReadError(f"{where}: cannot be opened: {message}", _is_transient(message)) from exc
                 problems = []
                 if found_crs is None or not found_crs.equals(crs, ignore_axis_order=True):
@@ -147,11 +160,21 @@ def verify_scenes(spec: MosaicSpec, scenes: list[dict]) -> None:
                 if list(found[0]) != list(shape):
                     problems.append(f"shape is {list(found[0])}, STAC says {list(shape)}")
                 if not np.allclose(found[1], transform, rtol=0, atol=1e-3 * abs(transform[0] or 1)):
-                    problems.append(f"transform is {found[1]}, STAC says {transform}")
+                    problems.append(f"transform is {found[1]}, STAC says {list(transform)}")
                 if found[2] < wanted_bands.get(asset, 1):
                     problems.append(f"has {found[2]} bands, the spec reads band {wanted_bands[asset]}")
                 if problems:
                     raise SceneReadError(f"{where}: contradicts its STAC metadata: {'; '.join(problems)}")
+
+
+def redact(text: str, scene: dict) -> str:
+    """``text`` with each signed path of the scene replaced by its unsigned one: GDAL's messages quote
+    the URL it opened, and a token must never reach an error, a log or the event log."""
+    for asset, path in scene.get("signed", {}).items():
+        text = text.replace(path, scene["assets"][asset]["href"])
+    if not scene.get("signed"):
+        return text
+    return redact_query_strings(text)
 
 
 def _culprits(spec: MosaicSpec, grid: MosaicGrid, block: Block, scenes: list[dict]) -> dict[str, str]:
@@ -159,14 +182,14 @@ def _culprits(spec: MosaicSpec, grid: MosaicGrid, block: Block, scenes: list[dic
     report the ones that fail: item id -> "item <id>: asset <a> href <h>: <GDAL's message>"."""
     found: dict[str, str] = {}
     bounds = grid.block_geobox(block.index).extent
-    with gdal_env():
+    with gdal_env(stac=spec.stac):
         for scene in scenes:
-            if "hrefs" not in scene:
+            if "assets" not in scene:
                 continue
-            for asset, href in sorted(json.loads(scene["hrefs"]).items()):
+            for asset, declared in sorted(scene["assets"].items()):
                 indexes = sorted({b.index for b in spec.bands if b.asset == asset})
                 try:
-                    with rasterio.open(href) as src:
+                    with rasterio.open(_read_path(scene, asset)) as src:
                         box = bounds.to_crs(src.crs.to_wkt()).boundingbox if src.crs else BoundingBox(*src.bounds)
                         window = from_bounds(*box, transform=src.transform).round_offsets().round_lengths()
                         try:
@@ -175,7 +198,8 @@ def _culprits(spec: MosaicSpec, grid: MosaicGrid, block: Block, scenes: list[dic
                             continue  # this scene's raster does not reach into the block
                         src.read(indexes, window=window)
                 except RasterioError as exc:
-                    message = f"item {scene['item_id']}: asset {asset!r} href {href}: {gdal_messages(exc)}"
+                    message = f"item {scene['item_id']}: asset {asset!r} href {declared['href']}: "
+                    message += redact(gdal_messages(exc), scene)
                     found[scene["item_id"]] = "; ".join(filter(None, [found.get(scene["item_id"]), message]))
     return found
 
@@ -186,19 +210,42 @@ def _without(item_ids: list[str]) -> str:
     return f"item_id NOT IN ({quoted})"
 
 
-def read_block(files: GtiFiles, block: Block, exclude: list[str] | None = None) -> np.ndarray:
-    """(band, y, x) pixels of the block from the GTI, under the writer's GDAL config; ``exclude``: item
-    ids the read leaves out (the GTI's FILTER open option, so the index itself is never rewritten)."""
+def read_block(
+    spec: MosaicSpec,
+    grid: MosaicGrid,
+    files: GtiFiles,
+    block: Block,
+    exclude: list[str] | None = None,
+    signed: list[dict] | None = None,
+) -> np.ndarray:
+    """(band, y, x) pixels of the block, one GTI read per read group (``bandgroups``) stacked in the
+    spec's band order, under the writer's GDAL config. ``exclude``: item ids the read leaves out (the
+    GTI's FILTER open option, so the index itself is never rewritten). ``signed``: the block's scenes
+    with freshly signed paths: read through a GTI of just those scenes, held in memory (``signed_gti``)."""
     window = Window(block.cols.start, block.rows.start, block.shape[1], block.shape[0])
-    with gdal_env():
-        if not exclude:
-            return open_gtis.read(files, window)  # the kept GTI (gti_cache): the common path
-        with rasterio.open(vsi_path(files.xml), FILTER=_without(exclude)) as mosaic:
-            return mosaic.read(window=window)
+    groups = read_groups(spec)
+    out = np.empty((len(spec.bands), *block.shape), dtype=spec.dtype) if len(groups) > 1 else None
+    with gdal_env(stac=spec.stac):
+        for group in groups:
+            xml = files.group_xml(group)
+            if signed is not None:
+                with signed_gti(spec, grid, group, [s for s in signed if s["item_id"] not in (exclude or ())]) as gti:
+                    data = gti.read(window=window)
+            elif not exclude:
+                data = open_gtis.read(GtiFiles(files.index, xml), window)  # the kept GTI (gti_cache): the common path
+            else:
+                with rasterio.open(vsi_path(xml), FILTER=_without(exclude)) as mosaic:
+                    data = mosaic.read(window=window)
+            if out is None:
+                return data
+            out[list(group.positions)] = data
+    return out
 
 
 def _read_error(block: Block, exc: RasterioError, culprits: dict[str, str], scenes: list[dict]) -> SceneReadError:
     message = gdal_messages(exc)
+    for scene in scenes:
+        message = redact(message, scene)
     named = "; ".join(culprits.values()) or "no single scene fails alone; scenes: " + ", ".join(
         s["item_id"] for s in scenes
     )
@@ -208,10 +255,14 @@ def _read_error(block: Block, exc: RasterioError, culprits: dict[str, str], scen
     )
 
 
+def _signed(scenes: list[dict]) -> list[dict] | None:
+    return scenes if any("signed" in s for s in scenes) else None
+
+
 def _verified_read(spec: MosaicSpec, grid: MosaicGrid, files: GtiFiles, block: Block, scenes: list[dict]) -> np.ndarray:
     verify_scenes(spec, scenes)
     try:
-        return read_block(files, block)
+        return read_block(spec, grid, files, block, signed=_signed(scenes))
     except RasterioError as exc:
         raise _read_error(block, exc, _culprits(spec, grid, block, scenes), scenes) from exc
 
@@ -233,7 +284,7 @@ def _read_skipping(
             skipped[scene["item_id"]] = str(exc)
     while True:
         try:
-            data = read_block(files, block, exclude=list(skipped))
+            data = read_block(spec, grid, files, block, exclude=list(skipped), signed=_signed(scenes))
             return data, [SkippedScene(i, why) for i, why in sorted(skipped.items())]
         except RasterioError as exc:
             rest = [s for s in scenes if s["item_id"] not in skipped]
@@ -251,10 +302,15 @@ def write_block(
     the result instead of failing it."""
     started = time.perf_counter()
     files = staged_locally(spec, grid, files)  # an object-store GTI is read from a local copy of its index
-    scenes = block_scenes(grid, files, block)
+    scenes = block_scenes(grid, files, block, with_geometry=spec.stac.modifier is not None)
     pixels = block.shape[0] * block.shape[1]
     if not scenes:
         return BlockWriteResult(0, pixels, 0, 0, 0, time.perf_counter() - started)
+    if spec.stac.modifier:
+        try:
+            scenes = sign_scenes(spec, scenes)  # now, just before reading: a catalog's tokens may have expired
+        except SignError as exc:
+            raise SceneReadError(f"block {block.key}: {exc}", exc.transient) from None
     skipped: list[SkippedScene] = []
     try:
         if spec.bad_scenes == "skip":
