@@ -14,9 +14,11 @@ import dagster as dg
 from mosaic_assets.defs.checks import build_mosaic_checks
 from mosaic_assets.defs.execution import executor_for
 from mosaic_assets.defs.mosaic import build_mosaic_assets
-from mosaic_assets.defs.resources import REPO_ROOT, default_resources
+from mosaic_assets.defs.resources import REPO_ROOT, STAC_TOKEN_ENV, STAC_URL_ENV, default_resources
 from mosaic_assets.defs.schedules import build_repair_schedule
 from mosaic_assets.defs.sensors import build_stac_sensor, sensor_default_status
+from mosaic_assets.engine.anchor import resolve_native
+from mosaic_assets.engine.catalog import open_client
 from mosaic_assets.engine.gdal_env import require_gti_driver
 from mosaic_assets.engine.spec import load_specs
 
@@ -31,9 +33,19 @@ def spec_path() -> Path:
     return Path(os.environ.get(SPECS_ENV) or REPO_ROOT / "specs" / "demo.yaml")
 
 
+def _stac_client(spec):
+    """The STAC API the stac_api resource reaches (its URL and token), opened before resources exist."""
+    return open_client(os.environ.get(STAC_URL_ENV) or spec.stac.url, os.environ.get(STAC_TOKEN_ENV) or None)
+
+
 def build_definitions(path: Path | None = None) -> dg.Definitions:
     require_gti_driver()
-    specs = load_specs(path or spec_path())
+    resources = default_resources()
+    # anchor: native becomes a concrete fraction here, once (cached under the data root); others: no I/O
+    specs = [
+        resolve_native(s, resources["data_root"].path, _stac_client) if s.anchor == "native" else s
+        for s in load_specs(path or spec_path())
+    ]
     assets, checks, sensors, schedules = [], [], [], []
     for spec in specs:
         mosaic, mosaic_assets = build_mosaic_assets(spec)
@@ -53,7 +65,7 @@ def build_definitions(path: Path | None = None) -> dg.Definitions:
         assets=[*assets, *checks],
         sensors=[*sensors, automation],
         schedules=schedules,
-        resources=default_resources(),
+        resources=resources,
         executor=executor_for(),
     )
 

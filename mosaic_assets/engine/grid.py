@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from odc.geo import geom
+from odc.geo import XY, AnchorEnum, geom, xy_
 from odc.geo.geobox import GeoBox, GeoboxTiles
 
 from .keys import BlockIndex
@@ -58,7 +58,7 @@ class MosaicGrid:
             area = area.to_crs(spec.crs, resolution=spec.resolution)
         if area.is_empty or not area.is_valid:
             raise ValueError(f"area: the bbox {list(spec.area.bbox)} has no valid footprint in {spec.crs}")
-        geobox = GeoBox.from_bbox(area.boundingbox, spec.crs, resolution=spec.resolution)
+        geobox = GeoBox.from_bbox(area.boundingbox, spec.crs, resolution=spec.resolution, anchor=geobox_anchor(spec))
         chunk_shape = (min(spec.chunks.y, geobox.shape.y), min(spec.chunks.x, geobox.shape.x))
         return cls(geobox, chunk_shape, _block_chunks(spec, geobox, chunk_shape))
 
@@ -125,6 +125,24 @@ class MosaicGrid:
     def y_coords(self) -> np.ndarray:
         a = self.geobox.affine
         return a.f + a.e * (np.arange(self.shape[0]) + 0.5)
+
+
+def geobox_anchor(spec: MosaicSpec) -> AnchorEnum | XY[float]:
+    """The spec's ``anchor`` as odc-geo's ``GeoBox.from_bbox`` takes it. A fraction (fx, fy) puts pixel
+    edges at fx * res and fy * res modulo res (odc-geo's ``snap_grid``; note that odc-geo's
+    ``GeoBox.anchor``/``extract_anchor`` report x as 1 - fx for fractions other than 0 and 0.5).
+    ``native`` must have been resolved into a fraction first (``engine.anchor.resolve_native``)."""
+    if spec.anchor == "edge":
+        return AnchorEnum.EDGE
+    if spec.anchor == "center":
+        return AnchorEnum.CENTER
+    if spec.anchor == "native":
+        raise SpecError(
+            f"mosaic {spec.name}: anchor: native has not been resolved into a pixel fraction; "
+            "engine.anchor.resolve_native(spec, ...) must run before the grid is derived"
+        )
+    fx, fy = spec.anchor
+    return xy_(fx, fy)
 
 
 @dataclass(frozen=True)

@@ -216,10 +216,12 @@ class MosaicSpec(_Frozen):
         description="'raw': the files' numbers, each band's scale/offset recorded in the store (CF). "
         "'physical': raw x scale + offset as float32 (default dtype then float32, nodata NaN).",
     )
-    anchor: Literal["edge", "center", "native"] = Field(
+    anchor: Literal["edge", "center", "native"] | tuple[float, float] = Field(
         default="edge",
-        description="Where pixels snap: 'edge' (pixel edges on multiples of the resolution), 'center' (pixel "
-        "centres there: Landsat's grid), 'native' (the scenes' own pixel grid, learnt from the catalog).",
+        description="Where pixels snap, odc-geo's/odc-stac's ``anchor``: 'edge' (pixel edges on multiples of the "
+        "resolution), 'center' (pixel centres there: Landsat's grid), [x, y] (pixel edges at x * resolution "
+        "and y * resolution modulo the resolution, fractions in [0, 1): [0.5, 0.5] is 'center'), or 'native' "
+        "(the scenes' own pixel grid: learnt once from one item and cached, see engine.anchor).",
     )
     use_overviews: bool = Field(
         default=False,
@@ -261,6 +263,25 @@ class MosaicSpec(_Frozen):
         if not np.isfinite(value) or value <= 0:
             raise ValueError(f"must be > 0, got {value}")
         return value
+
+    @field_validator("anchor", mode="before")
+    @classmethod
+    def _anchor(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value not in ("edge", "center", "native"):
+                raise ValueError(f"must be 'edge', 'center', 'native' or [x, y] pixel fractions, got {value!r}")
+            return value
+        fractions = list(value) if isinstance(value, (list, tuple)) else None
+        if (
+            fractions is None
+            or len(fractions) != 2
+            or not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in fractions)
+            or not all(0 <= f < 1 for f in fractions)  # NaN fails too
+        ):
+            raise ValueError(
+                f"must be 'edge', 'center', 'native' or [x, y] pixel fractions with 0 <= x, y < 1, got {value!r}"
+            )
+        return tuple(float(f) for f in fractions)
 
     @field_validator("partition_bytes", mode="before")
     @classmethod
