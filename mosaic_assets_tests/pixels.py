@@ -35,6 +35,7 @@ def assert_matches_gdal_warp(
     tmp: Path,
     local_paths: dict[str, str] | None = None,
     positions: list[int] | None = None,
+    min_valid: int = 20_000,
 ) -> dict:
     """Assert the time step equals the reference within the rules above; returns the figures.
 
@@ -46,6 +47,7 @@ def assert_matches_gdal_warp(
     bands = [spec.bands[p] for p in positions]
     asset = bands[0].asset
     assert all(b.asset == asset for b in bands), "one asset per check: each is warped from its own grid"
+    tmp.mkdir(parents=True, exist_ok=True)
     order = np.argsort(priorities(spec, scenes))  # worst first: gdal.Warp draws later sources on top
     assets = scene_assets(scenes)
     paths = [local_paths[i] if local_paths else a[asset]["href"] for i, a in zip(scenes["item_id"], assets)]
@@ -73,15 +75,15 @@ def assert_matches_gdal_warp(
 
     ref_valid = np.any(reference != spec.nodata, axis=0)
     our_valid = np.any(ours != spec.nodata, axis=0)
-    assert ref_valid.sum() > 20_000, "the reference is almost empty: the comparison would prove nothing"
+    assert ref_valid.sum() > min_valid, "the reference is almost empty: the comparison would prove nothing"
     assert (ref_valid == our_valid).mean() >= 0.999
 
     both = ref_valid & our_valid
     native = both & (source >= 0) & (crs_of_source[np.clip(source, 0, None)] == spec.crs)
     warped = both & ~native
     equal = np.all(ours == reference, axis=0)
-    assert equal[native].mean() >= 0.9999, f"native-CRS pixels equal: {equal[native].mean():.5f}"
-    assert equal[warped].mean() >= 0.95, f"reprojected pixels equal: {equal[warped].mean():.5f}"
+    assert not native.any() or equal[native].mean() >= 0.9999, f"native-CRS pixels equal: {equal[native].mean():.5f}"
+    assert not warped.any() or equal[warped].mean() >= 0.95, f"reprojected pixels equal: {equal[warped].mean():.5f}"
     # every differing reprojected pixel must be a nearest-neighbour pick off by at most one source pixel:
     # its value must sit in some scene within +-1 source pixel of where the pixel centre falls exactly
     rows, cols = np.nonzero(warped & ~equal)

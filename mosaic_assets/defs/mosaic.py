@@ -11,14 +11,21 @@ from datetime import timedelta
 
 import dagster as dg
 
-from mosaic_assets.engine.catalog import explain_stac_failure, load_scene_table, save_scene_table, search_time_step
+from mosaic_assets.engine.catalog import (
+    declared_scaling,
+    explain_stac_failure,
+    load_scene_table,
+    save_scene_table,
+    search_time_step,
+)
 from mosaic_assets.engine.grid import MosaicGrid, check_size
 from mosaic_assets.engine.gti import build_gti
 from mosaic_assets.engine.keys import BlockIndex, parse_time_key
+from mosaic_assets.engine.object_store import exists
 from mosaic_assets.engine.preview import preview_markdown, write_preview
 from mosaic_assets.engine.skipped import save_skipped
 from mosaic_assets.engine.spec import MosaicSpec
-from mosaic_assets.engine.store import StoreMismatch, ensure_template, store_time_length
+from mosaic_assets.engine.store import StoreMismatch, ensure_template, store_exists, store_time_length
 from mosaic_assets.engine.timegrid import step_index
 from mosaic_assets.engine.writer import BlockWriteResult, SceneReadError, write_block
 
@@ -131,6 +138,14 @@ def _sum_results(results: list[BlockWriteResult]) -> dict:
     }
 
 
+def _first_scaling(spec: MosaicSpec, layout, steps: list[str]) -> list[tuple] | None:
+    """The bands' scale/offset the first catalogued time step declares (recorded when the store is made)."""
+    for step in sorted(steps):
+        if exists(layout.scene_table(step)):
+            return declared_scaling(spec, load_scene_table(layout.scene_table(step)))
+    return None
+
+
 def build_mosaic_assets(spec: MosaicSpec) -> tuple[MosaicAssets, list[dg.AssetsDefinition]]:
     grid = MosaicGrid.from_spec(spec)
     check_size(spec, grid)  # before the static partitions enumerate every block of an absurd grid
@@ -198,8 +213,10 @@ def build_mosaic_assets(spec: MosaicSpec) -> tuple[MosaicAssets, list[dg.AssetsD
         """The Zarr store's metadata and coordinates; grows along time as time steps appear."""
         steps = context.instance.get_dynamic_partitions(parts.time.name)
         length = max((step_index(spec.time, parse_time_key(k)) for k in steps), default=-1) + 1
-        store = data_root.layout(spec).store
-        result = ensure_template(spec, grid, store, length)
+        layout = data_root.layout(spec)
+        store = layout.store
+        scaling = None if store_exists(layout.store) else _first_scaling(spec, layout, steps)
+        result = ensure_template(spec, grid, store, length, scaling)
         return dg.MaterializeResult(
             metadata={
                 "store": dg.MetadataValue.path(store),

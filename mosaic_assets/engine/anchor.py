@@ -36,7 +36,7 @@ from pystac_client import Client
 from .catalog import area_bbox_4326, open_client
 from .layout import MosaicLayout
 from .object_store import Location, join, read_bytes, write_bytes
-from .spec import MosaicSpec, SpecError
+from .spec import Band, MosaicSpec, SpecError
 from .stac_meta import AssetMetadataError, asset_grid
 
 ANCHOR_CACHE = "anchor.json"
@@ -66,14 +66,29 @@ def _fraction(origin: float, size: float) -> float:
     return 0.0 if frac < EDGE_TOLERANCE or frac > 1 - EDGE_TOLERANCE else frac
 
 
+def _band_at_resolution(spec: MosaicSpec, item: dict) -> Band:
+    """The first band whose asset is at the mosaic's resolution (Landsat ARD at 15 m: the panchromatic
+    band, wherever the spec lists it), else the first band (whose mismatch the caller then explains)."""
+    props = item.get("properties") or {}
+    for band in spec.bands:
+        asset = (item.get("assets") or {}).get(band.asset)
+        try:
+            grid = asset_grid(str(item.get("id")), band.asset, asset, props) if isinstance(asset, dict) else None
+        except AssetMetadataError:
+            continue
+        if grid is not None and math.isclose(grid.pixel_size, spec.resolution, rel_tol=1e-9):
+            return band
+    return spec.bands[0]
+
+
 def native_fraction(spec: MosaicSpec, item: dict) -> tuple[float, float]:
     """The anchor fraction that puts the mosaic grid's pixel edges on the pixel edges of ``item``'s
-    first-band asset (``spec.bands[0].asset``): its ``proj:transform`` (the asset's, else the item's;
-    6 or 9 elements) and CRS (``proj:code``/``epsg``/``wkt2``/``projjson``, the asset's, else the
-    item's). Pure. SpecError (naming ``anchor``) when the asset is not in the mosaic's CRS at its
+    asset at the mosaic's resolution (the first band's when none is): its ``proj:transform`` (the
+    asset's, else the item's; 6 or 9 elements) and CRS (``proj:code``/``epsg``/``wkt2``/``projjson``,
+    the asset's, else the item's). Pure. SpecError (naming ``anchor``) when the asset is not in the mosaic's CRS at its
     resolution, or lacks the metadata."""
     item_id = item.get("id", "<no id>")
-    band = spec.bands[0]
+    band = _band_at_resolution(spec, item)
     where = f"mosaic {spec.name}: anchor: native"
     props = item.get("properties") or {}
     asset = (item.get("assets") or {}).get(band.asset)

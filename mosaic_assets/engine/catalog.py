@@ -240,6 +240,19 @@ def scene_assets(table: pd.DataFrame) -> list[dict]:
     ]
 
 
+def declared_scaling(spec: MosaicSpec, table: pd.DataFrame) -> list[tuple[float | None, float | None]]:
+    """Each spec band's (scale, offset): the spec's own, else the first a scene of ``table`` declares."""
+    found: list[tuple[float | None, float | None]] = []
+    assets = scene_assets(table)
+    for band in spec.bands:
+        declared = (a[band.asset].get("bands", {}).get(str(band.index), {}) for a in assets if band.asset in a)
+        pair = next(((d.get("scale"), d.get("offset")) for d in declared if d.get("scale") or d.get("offset")), None)
+        found.append(
+            (band.scale, band.offset) if band.scale is not None or band.offset is not None else pair or (None, None)
+        )
+    return found
+
+
 def save_scene_table(table: gpd.GeoDataFrame, path: Location) -> None:
     """Write atomically (temp file + rename, or one PUT to an object store) so a crash never leaves half a table."""
     if is_remote(path):

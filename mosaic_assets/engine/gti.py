@@ -80,7 +80,8 @@ def tile_location(spec: MosaicSpec, group: ReadGroup, asset: dict, href: str | N
     """
     path = href or asset["href"]
     metadata = [BandMetadata.from_json(asset.get("bands", {}).get(str(b.index), {})) for b in group.bands]
-    plain = spec.values == "raw" and all(m.nodata is None or m.nodata == spec.nodata for m in metadata)
+    # a signed href stays in an inline VRT: vrt:// ends its path at the first '?', dropping the token
+    plain = href is None and spec.values == "raw" and all(m.nodata is None or m.nodata == spec.nodata for m in metadata)
     if plain:
         options = ["bands=" + ",".join(str(b.index) for b in group.bands)]
         if not spec.use_overviews:

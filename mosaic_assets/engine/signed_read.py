@@ -20,10 +20,10 @@ import shapely
 from rasterio.io import MemoryFile
 
 from .bandgroups import ReadGroup
-from .catalog import HrefPolicy, gdal_path
+from .catalog import CatalogError, HrefPolicy, gdal_path
 from .grid import MosaicGrid
 from .gti import INDEX_LAYER, SORT_FIELD, gti_xml, tile_location
-from .modifier import ModifierError, load_modifier, signed_hrefs
+from .modifier import ModifierError, load_modifier, redact_text, signed_hrefs
 from .spec import MosaicSpec
 
 
@@ -51,7 +51,10 @@ def sign_scenes(spec: MosaicSpec, scenes: list[dict]) -> list[dict]:
             signed = signed_hrefs(_modifier(spec.stac.modifier), scene["item_id"], scene.get("collection"), unsigned)
         except ModifierError as exc:  # a signing service that is down may come back: retry; a bad spec may not
             raise SignError(str(exc), transient=exc.item_id is not None) from None
-        paths = {key: gdal_path(signed.get(key, href), scene["item_id"], policy) for key, href in unsigned.items()}
+        try:
+            paths = {key: gdal_path(signed[key], scene["item_id"], policy) for key in unsigned}
+        except CatalogError as exc:  # its message quotes the signed href
+            raise SignError(redact_text(str(exc), signed.values()), transient=False) from None
         out.append({**scene, "signed": paths})
     return out
 

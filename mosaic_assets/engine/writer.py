@@ -36,6 +36,7 @@ from .grid import Block, MosaicGrid
 from .gti import INDEX_LAYER, SORT_FIELD, GtiFiles, staged_locally
 from .gti_cache import open_gtis
 from .leftovers import remove_block_partials
+from .modifier import redact_text
 from .object_store import exists, storage_options, vsi_path
 from .signed_read import SignError, sign_scenes, signed_gti
 from .skipped import SkippedScene
@@ -170,11 +171,10 @@ def verify_scenes(spec: MosaicSpec, scenes: list[dict]) -> None:
 def redact(text: str, scene: dict) -> str:
     """``text`` with each signed path of the scene replaced by its unsigned one: GDAL's messages quote
     the URL it opened, and a token must never reach an error, a log or the event log."""
-    for asset, path in scene.get("signed", {}).items():
+    signed = scene.get("signed", {})
+    for asset, path in signed.items():
         text = text.replace(path, scene["assets"][asset]["href"])
-    if not scene.get("signed"):
-        return text
-    return redact_query_strings(text)
+    return redact_text(text, signed.values()) if signed else text
 
 
 def _culprits(spec: MosaicSpec, grid: MosaicGrid, block: Block, scenes: list[dict]) -> dict[str, str]:
