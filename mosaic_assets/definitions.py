@@ -20,7 +20,7 @@ from mosaic_assets.defs.sensors import build_stac_sensor, sensor_default_status
 from mosaic_assets.engine.anchor import resolve_native
 from mosaic_assets.engine.catalog import open_client
 from mosaic_assets.engine.gdal_env import require_gti_driver
-from mosaic_assets.engine.spec import load_specs
+from mosaic_assets.engine.spec import MosaicSpec, load_specs
 
 SPECS_ENV = "MOSAIC_SPECS"
 
@@ -38,14 +38,20 @@ def _stac_client(spec):
     return open_client(os.environ.get(STAC_URL_ENV) or spec.stac.url, os.environ.get(STAC_TOKEN_ENV) or None)
 
 
+def mosaic_specs(path: Path | None = None, resources: dict | None = None) -> list[MosaicSpec]:
+    """The spec file's mosaics as everything downstream sees them: ``anchor: native`` resolved into a
+    concrete fraction, once (cached under the data root); other specs are returned as loaded, no I/O."""
+    data_root = (resources or default_resources())["data_root"].path
+    return [
+        resolve_native(s, data_root, _stac_client) if s.anchor == "native" else s
+        for s in load_specs(path or spec_path())
+    ]
+
+
 def build_definitions(path: Path | None = None) -> dg.Definitions:
     require_gti_driver()
     resources = default_resources()
-    # anchor: native becomes a concrete fraction here, once (cached under the data root); others: no I/O
-    specs = [
-        resolve_native(s, resources["data_root"].path, _stac_client) if s.anchor == "native" else s
-        for s in load_specs(path or spec_path())
-    ]
+    specs = mosaic_specs(path, resources)
     assets, checks, sensors, schedules = [], [], [], []
     for spec in specs:
         mosaic, mosaic_assets = build_mosaic_assets(spec)

@@ -4,15 +4,28 @@
 ``python -m mosaic_assets.run build`` registers the time steps found in the STAC API as dynamic
 partitions and materializes catalog -> GTI -> template -> chunks -> preview on the Dagster
 instance at $DAGSTER_HOME, chunk partitions spread over worker processes (one per core).
+
+``build`` exits with
+  0  every mosaic built;
+  1  an error: a data error (the engine's message naming item, href or key: a bad item, a missing
+     asset, an unreadable scene, a store built for another grid, an invalid spec, the STAC API failing)
+     prints as one line ``error: <message>`` on stderr, its traceback only with ``--verbose``;
+     anything else (a bug) prints its traceback too;
+  3  no error, but some mosaic has no items yet (its collections hold none in its area from its time
+     grid's start on): stderr names the mosaic, the STAC URL, the collections and the query. Nothing is
+     written for it (no store, no runs, no partitions), and the other mosaics are built as usual. Not 2:
+     that is argparse's usage error.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC
@@ -35,7 +48,84 @@ def load_defs() -> dg.Definitions:
 
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+EXIT_OK, EXIT_ERROR, EXIT_EMPTY = 0, 1, 3  # see the module docstring
+
+
+# Dagster's console log at WARNING, without the step and run failure events (``build_console_logger``)
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+_FAILURE_EVENTS = {dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE}
+
+
+def _not_a_failure_event(record: logging.LogRecord) -> bool:
+    event = getattr(record, "dagster_event", None)
+    return event is None or event.event_type not in _FAILURE_EVENTS
+
+
+@dg.logger(
+    config_schema={
+        "log_level": dg.Field(str, is_required=False, default_value="WARNING"),
+        "name": dg.Field(str, is_required=False, default_value="dagster"),
+    },
+    description="Dagster's colored console logger without step and run failure events",
+)
+def build_console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
+    """The console logger of build runs. A failure's events (each a traceback) stay in the run's event
+    log (the UI shows them); on the console it is the caller's to tell: ``materialize`` raises
+    ``RunFailed``, whose message the command prints as one line (its traceback under ``--verbose``)."""
+    logger = dg.colored_console_logger.logger_fn(init_context)
+    logger.addFilter(_not_a_failure_event)
+    return logger
+
+
+class RunFailed(Exception):
+    """A build run failed: ``message`` names the run's assets and partitions, then the step's error;
+    ``details`` is its traceback as text; ``data_error`` says whether that error is a data error
+    (``is_data_error``). Made of strings only, so it crosses the worker pool whatever the step raised
+    (a traceback does not cross it, and an exception whose constructor takes other arguments than its
+    message does not unpickle)."""
+
+    def __init__(self, message: str, details: str, data_error: bool) -> None:
+        super().__init__(message, details, data_error)
+        self.message, self.details, self.data_error = message, details, data_error
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class BuildError(Exception):
+    """A data error the build itself finds (the STAC search failing): a one-line message."""
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """The engine's own errors, whose messages name the item, href or key (CatalogError, SpecError,
+    StoreMismatch, SceneReadError, ...), a ``dg.Failure`` (the assets put those messages in its
+    description), the STAC API failing (after its retries), or a run that failed with one of those.
+    Anything else is a bug or a library failing and keeps its traceback."""
+    from pystac_client.exceptions import APIError
+    from requests import RequestException
+
+    if isinstance(exc, RunFailed):
+        return exc.data_error
+    if isinstance(exc, dg.Failure | BuildError | APIError | RequestException):
+        return True
+    return type(exc).__module__.startswith("mosaic_assets.engine.")
+
+
+def error_text(exc: BaseException) -> str:
+    """An error in one line: a ``dg.Failure``'s description (already ``<EngineError>: <message>``),
+    else ``<type>: <message>``."""
+    text = str(exc) if isinstance(exc, dg.Failure | RunFailed | BuildError) else f"{type(exc).__name__}: {exc}"
+    return " / ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _run_name(selection: str | tuple[str, ...], partition_key: str | None, tags: dict | None) -> str:
+    """``demo/scene_catalog+gti_index [2024-06-01]``, ``demo/mosaic_chunks [<first key> .. <last key>]``."""
+    names = (selection,) if isinstance(selection, str) else selection
+    name = names[0].split("/")[0] + "/" + "+".join(n.split("/", 1)[-1] for n in names)
+    tags = tags or {}
+    first, last = tags.get(RANGE_START), tags.get(RANGE_END)
+    part = partition_key or (first if first == last else f"{first} .. {last}" if first else None)
+    return f"{name} [{part}]" if part else name
 
 
 @functools.cache
@@ -57,15 +147,21 @@ def _job(selection: tuple[str, ...]) -> dg.JobDefinition:
         assets=defs.assets,
         resources=defs.resources,
         jobs=[dg.define_asset_job(BUILD_JOB_NAME, selection=list(selection))],
+        loggers={"console": build_console_logger},
     )
     return job_defs.resolve_job_def(BUILD_JOB_NAME)
 
 
 def materialize(selection: str | tuple[str, ...], partition_key: str | None, tags: dict | None = None) -> None:
-    """One run on the instance at $DAGSTER_HOME; raises (naming the step) when it fails."""
-    _job((selection,) if isinstance(selection, str) else selection).execute_in_process(
-        run_config=QUIET_RUN_CONFIG, instance=_instance(), partition_key=partition_key, tags=tags
-    )
+    """One run on the instance at $DAGSTER_HOME; raises ``RunFailed`` (naming the run's assets and
+    partitions, then the step's error) when it fails."""
+    try:
+        _job((selection,) if isinstance(selection, str) else selection).execute_in_process(
+            run_config=QUIET_RUN_CONFIG, instance=_instance(), partition_key=partition_key, tags=tags
+        )
+    except Exception as exc:
+        message = f"{_run_name(selection, partition_key, tags)}: {error_text(exc)}"
+        raise RunFailed(message, "".join(traceback.format_exception(exc)), is_data_error(exc)) from exc
 
 
 def build_selections(spec: MosaicSpec) -> dict[str, tuple[str, ...]]:
@@ -116,12 +212,12 @@ def _warm_worker() -> None:
 
 
 def build(workers: int) -> list[dict]:
-    """Materialize everything for every mosaic; returns a summary per mosaic."""
-    from mosaic_assets.definitions import spec_path
-    from mosaic_assets.engine.spec import load_specs
+    """Materialize everything for every mosaic; returns a summary per mosaic (``empty``: the message
+    saying why a mosaic without items was not built, else None). Raises on the first failure."""
+    from mosaic_assets.definitions import mosaic_specs
     from mosaic_assets.engine.workers import worker_pool
 
-    specs = load_specs(spec_path())
+    specs = mosaic_specs()  # as the definitions see them (anchor: native resolved)
     for spec in specs:  # before the pool: forked workers start with the definitions and jobs resolved
         for selection in build_selections(spec).values():
             _job(selection)
@@ -132,9 +228,28 @@ def build(workers: int) -> list[dict]:
         return [_build_mosaic(spec, workers, pool) for spec in specs]
 
 
+def empty_message(spec: MosaicSpec, url: str) -> str:
+    """Why a mosaic was not built: the search that found nothing, and what fills the mosaic later."""
+    from mosaic_assets.engine.catalog import area_bbox_4326
+
+    bbox = [round(v, 6) for v in area_bbox_4326(spec)]
+    return (
+        f"mosaic {spec.name}: no items yet: the STAC API {url} has none in collections {list(spec.stac.collections)}"
+        f" within bbox {bbox} (lon/lat) dated on or after {spec.time.start} (the time grid's start,"
+        f" {spec.time.step} steps); nothing was written for it\n"
+        f"mosaic {spec.name}: its sensor {spec.name}_stac_sensor fills the mosaic when items appear"
+        " (`make dev` runs `dagster dev` with MOSAIC_SENSORS=running), or run build again"
+    )
+
+
 def _build_mosaic(spec: MosaicSpec, workers: int, pool: ProcessPoolExecutor) -> dict:
     """Every asset of one mosaic as Dagster runs, in ``engine.build_order``'s order: catalog and GTI
-    runs per time step, the template run, ranged chunk runs, preview runs."""
+    runs per time step, the template run, ranged chunk runs, preview runs. A mosaic whose search finds
+    no items is left alone: no run, no partition, no store (a store would fix the grid before any item
+    proved the spec right; the sensor, or the next build, creates it)."""
+    from pystac_client.exceptions import APIError
+    from requests import RequestException
+
     from mosaic_assets.defs.mosaic import MosaicPartitions
     from mosaic_assets.defs.resources import DataRootResource, StacApiResource
     from mosaic_assets.engine.build_order import BuildPieces, batch_size, run_in_order
@@ -150,7 +265,25 @@ def _build_mosaic(spec: MosaicSpec, workers: int, pool: ProcessPoolExecutor) -> 
     grid = MosaicGrid.from_spec(spec)
     parts = MosaicPartitions.for_spec(spec, grid)
     layout = data_root.layout(spec)
-    steps = sorted(discover_time_steps(spec, stac_api.client(spec)))
+    url = stac_api.url or spec.stac.url
+    try:
+        steps = sorted(discover_time_steps(spec, stac_api.client(spec)))
+    except (APIError, RequestException) as exc:  # the API down or erroring: a cause, not a bug
+        text, token = f"{type(exc).__name__}: {exc}", stac_api.token
+        redacted = text.replace(token, "***") if token else text  # a server may echo the Authorization header
+        message = f"mosaic {spec.name}: searching the STAC API {url} failed: {redacted}"
+        raise BuildError(message) from (None if redacted != text else exc)
+    if not steps:
+        return {
+            "mosaic": spec.name,
+            "store": layout.store,
+            "time_steps": [],
+            "chunk_partitions": 0,
+            "chunk_runs": 0,
+            "preview": None,
+            "seconds": round(time.perf_counter() - started, 1),
+            "empty": empty_message(spec, url),
+        }
     instance.add_dynamic_partitions(parts.time.name, steps)
 
     def chunk_batches(steps: list[str]) -> dict[str, list[list[str]]]:
@@ -186,6 +319,7 @@ def _build_mosaic(spec: MosaicSpec, workers: int, pool: ProcessPoolExecutor) -> 
         "chunk_runs": sum(len(step_batches) for step_batches in batches.values()),
         "preview": str(layout.work_dir / "preview" / f"{steps[-1]}.png") if steps else None,
         "seconds": round(time.perf_counter() - started, 1),
+        "empty": None,
     }
 
 
@@ -219,6 +353,21 @@ def demo_data(out_dir: Path, api_url: str, size: str) -> None:
     print(f"loaded {len(items)} scenes into {api_url}/collections/{config.collection}")
 
 
+def report_failure(exc: BaseException, verbose: bool) -> int:
+    """``error: <message>`` on stderr, after the traceback with ``verbose`` or when it is no data error."""
+    if verbose or not is_data_error(exc):
+        details = exc.details if isinstance(exc, RunFailed) else "".join(traceback.format_exception(exc))
+        print(details.rstrip("\n"), file=sys.stderr)
+    print(f"error: {error_text(exc)}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+BUILD_EPILOG = """exit status: 0 every mosaic built; 1 an error (a data error prints as one line
+'error: <message>', with its traceback under --verbose); 3 some mosaic has no items yet
+(stderr names its STAC URL, collections and query; the other mosaics are built, nothing is
+written for that one, its sensor fills it when items appear)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mosaic_assets.run")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -226,15 +375,24 @@ def main(argv: list[str] | None = None) -> int:
     data.add_argument("--out", type=Path, default=Path(".local/demo/scenes"))
     data.add_argument("--api", default=os.environ.get("MOSAIC_STAC_API_URL", "http://127.0.0.1:8082"))
     data.add_argument("--size", choices=["demo", "small"], default="demo")
-    run = sub.add_parser("build", help="materialize every mosaic through Dagster")
+    run = sub.add_parser("build", help="materialize every mosaic through Dagster", epilog=BUILD_EPILOG)
     run.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    run.add_argument("--verbose", action="store_true", help="print a failure's traceback too")
     args = parser.parse_args(argv)
     if args.command == "demo-data":
         demo_data(args.out.resolve(), args.api.rstrip("/"), args.size)
-    else:
-        for summary in build(args.workers):
+        return EXIT_OK
+    try:
+        summaries = build(args.workers)
+    except Exception as exc:
+        return report_failure(exc, args.verbose)
+    for summary in summaries:
+        if not summary["empty"]:
             print(describe(summary))
-    return 0
+    for summary in summaries:
+        if summary["empty"]:
+            print(summary["empty"], file=sys.stderr)
+    return EXIT_EMPTY if any(s["empty"] for s in summaries) else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -99,7 +99,12 @@ def _inline_vrt(spec: MosaicSpec, group: ReadGroup, asset: dict, path: str, meta
     options = "" if spec.use_overviews else '<OpenOptions><OOI key="OVERVIEW_LEVEL">NONE</OOI></OpenOptions>'
     bands = []
     for n, (band, meta) in enumerate(zip(group.bands, metadata), start=1):
-        source_nodata = meta.nodata if meta.nodata is not None else spec.nodata
+        # the declared source nodata; undeclared (Planetary Computer's Sentinel-2), the file's own nodata or
+        # mask decides at read time (UseMaskBand), so no scene is opened in the catalog step to learn it
+        if meta.nodata is not None:
+            valid = f"<NODATA>{_number(meta.nodata)}</NODATA>"
+        else:
+            valid = "<UseMaskBand>true</UseMaskBand>"
         scaling = ""
         if spec.values == "physical" and (meta.scale is not None or meta.offset is not None):
             scale, offset = _number(meta.scale or 1.0), _number(meta.offset or 0.0)
@@ -108,7 +113,7 @@ def _inline_vrt(spec: MosaicSpec, group: ReadGroup, asset: dict, path: str, meta
             f'<VRTRasterBand dataType="{dtype}" band="{n}"><NoDataValue>{_number(spec.nodata)}</NoDataValue>'
             f'<ComplexSource><SourceFilename relativeToVRT="0">{escape(path)}</SourceFilename>{options}'
             f"<SourceBand>{band.index}</SourceBand><SrcRect {rect}/><DstRect {rect}/>"
-            f"<NODATA>{_number(source_nodata)}</NODATA>{scaling}</ComplexSource></VRTRasterBand>"
+            f"{valid}{scaling}</ComplexSource></VRTRasterBand>"
         )
     return (
         f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}"><SRS>{escape(_wkt(asset["crs"]))}</SRS>'

@@ -24,13 +24,14 @@ def preview_image(store: str, time_index: int, max_size: int = 1024) -> Image.Im
     rgb = (rgb * 3)[:3] if len(rgb) < 3 else rgb
     step = max(1, int(np.ceil(max(var.shape[2:]) / max_size)))
     data = var.isel(time=time_index, band=rgb, y=slice(None, None, step), x=slice(None, None, step)).values
-    valid = np.any(data != nodata, axis=0)
+    # NaN is the nodata of ``values: physical`` (and ``data != nan`` holds everywhere)
+    valid = ~np.all(np.isnan(data), axis=0) if np.isnan(nodata) else np.any(data != nodata, axis=0)
     out = np.zeros((*valid.shape, 4), dtype=np.uint8)
     for i in range(3):
         band = data[i].astype(np.float64)
-        if valid.any():
-            lo, hi = np.percentile(band[valid], (2, 98))
-            out[..., i] = np.clip((band - lo) / max(hi - lo, 1e-9) * 255, 0, 255).astype(np.uint8)
+        if valid.any() and not np.isnan(band[valid]).all():
+            lo, hi = np.nanpercentile(band[valid], (2, 98))
+            out[..., i] = np.nan_to_num(np.clip((band - lo) / max(hi - lo, 1e-9) * 255, 0, 255)).astype(np.uint8)
     out[..., 3] = np.where(valid, 255, 0)
     return Image.fromarray(out, mode="RGBA")
 
