@@ -26,6 +26,18 @@ from mosaic_assets.engine.spec import MosaicSpec
 from .conftest import run_reference_warp
 
 
+def _source_nodata(spec: MosaicSpec, declared: float | None, path: str | None) -> float:
+    """The scenes' nodata as the mosaic honours it: STAC's, else the file's own (DEA's ARD writes -999 and
+    its fmask 0 only in the files), else the mosaic's."""
+    if declared is not None:
+        return float(declared)
+    if path:
+        with rasterio.open(path) as src:
+            if src.nodata is not None:
+                return float(src.nodata)
+    return spec.nodata
+
+
 def assert_matches_gdal_warp(
     spec: MosaicSpec,
     grid: MosaicGrid,
@@ -60,7 +72,7 @@ def assert_matches_gdal_warp(
         "res": spec.resolution,
         "resampling": spec.band_resampling(bands[0]),
         "nodata": spec.nodata,
-        "src_nodata": spec.nodata if declared is None else float(declared),
+        "src_nodata": _source_nodata(spec, declared, paths[0] if paths else None),
         "use_overviews": spec.use_overviews,
         "out": str(tmp / "reference.tif"),
         "source_map": str(tmp / "source_map.tif"),

@@ -47,12 +47,6 @@ from .catalog_fixtures import (
 from .conftest import reset_collection, run_reference_warp
 from .pixels import assert_matches_gdal_warp
 
-# Landsat ARD (15 m panchromatic beside 30 m int16 bands, nodata -999) does not meet the foundation's rule
-# yet: 70 % of its reprojected reflectance pixels equal GDAL's warp (fmask: 99.97 %). Open, named here
-# so that a fix shows up as an XPASS.
-ARD_OPEN = pytest.mark.xfail(strict=True, reason="landsat_ard int16 reflectance: 70 % equal to gdal.Warp, open")
-SHAPES = [pytest.param(n, marks=ARD_OPEN) if n == "landsat_ard" else n for n in FIXTURE_NAMES]
-
 
 @pytest.fixture(scope="module")
 def fixtures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, CatalogFixture]:
@@ -113,15 +107,17 @@ def _check_every_asset(spec, grid, table, store, tmp: Path) -> dict[str, dict]:
     return figures
 
 
-@pytest.mark.parametrize("name", SHAPES)
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
 def test_each_catalog_shape_in_its_own_crs_copies_the_scenes(
     name: str, fixtures: dict[str, CatalogFixture], stac_api: str, tmp_path: Path
 ) -> None:
     """anchor: native on the scenes' CRS and finest resolution: every band equals GDAL's warp of its own
     asset (native pixels >= 99.99 %), mixed resolutions included."""
     fixture = _loaded(stac_api, fixtures[name])
-    # the scenes in the mosaic's own UTM zone on top (lowest EPSG code first), so most pixels are copies
-    on_top = {"property": "proj:epsg", "best": "highest" if fixture.native_crs.endswith("33") else "lowest"}
+    # the scenes in the mosaic's own UTM zone on top, so most pixels are copies
+    zones = {int(i["properties"]["proj:epsg"]) for i in fixture.items}
+    native_is_highest = int(fixture.native_crs.split(":")[1]) == max(zones)
+    on_top = {"property": "proj:epsg", "best": "highest" if native_is_highest else "lowest"}
     spec = _spec(stac_api, fixture, anchor="native", best_on_top=on_top)
     spec, grid, table, store = _build(spec, stac_api, tmp_path)
     figures = _check_every_asset(spec, grid, table, store, tmp_path)
@@ -129,7 +125,7 @@ def test_each_catalog_shape_in_its_own_crs_copies_the_scenes(
     assert all(f["native_pixels"] > 4000 for f in figures.values())
 
 
-@pytest.mark.parametrize("name", SHAPES)
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
 def test_each_catalog_shape_reprojected(
     name: str, fixtures: dict[str, CatalogFixture], stac_api: str, tmp_path: Path
 ) -> None:
@@ -221,6 +217,9 @@ def _reference(spec, grid, table, group, tmp: Path) -> np.ndarray:
     assets = scene_assets(table)
     band = group.bands[0]
     declared = assets[0][band.asset]["bands"][str(band.index)].get("nodata")
+    if declared is None:  # the file's own, as the mosaic honours it (pixels._source_nodata)
+        with rasterio.open(assets[0][band.asset]["href"]) as src:
+            declared = src.nodata
     job = {
         "sources": [assets[i][band.asset]["href"] for i in order],
         "bands": [band.index],
@@ -228,8 +227,8 @@ def _reference(spec, grid, table, group, tmp: Path) -> np.ndarray:
         "bounds": list(grid.geobox.extent.boundingbox),
         "res": spec.resolution,
         "resampling": spec.band_resampling(band),
-        "nodata": 0,
-        "src_nodata": 0 if declared is None else float(declared),
+        "nodata": spec.nodata,
+        "src_nodata": spec.nodata if declared is None else float(declared),
         "use_overviews": spec.use_overviews,
         "out": str(tmp / "reference.tif"),
         "source_map": str(tmp / "source_map.tif"),
