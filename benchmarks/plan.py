@@ -74,7 +74,7 @@ class Plan:
 
 
 def time_steps(spec: MosaicSpec, years: float) -> int:
-    per_year = {"daily": 365.25, "monthly": 12, "yearly": 1}[spec.time.step]
+    per_year = {"daily": 365.25, "monthly": 12, "quarterly": 4, "yearly": 1}[spec.time.step]
     return max(1, round(per_year * years))
 
 

@@ -8,6 +8,8 @@ build than rasterio's), so nothing of our GTI / writer path is involved. Reads a
      "src_nodata": number (optional: the scenes' own nodata, when it is not the output's),
      "use_overviews": bool, "out": path, "source_map": path}
 
+Or ``{"jobs": [job, ...]}``: each job's ``out`` only, in one process.
+
 Writes ``out`` (the multi-source warp: later sources drawn over earlier ones) and ``source_map``
 (int16: index of the source whose pixel is on top, -1 where none), the latter made from one warp per
 source, used only to tell which pixels came from reprojected scenes.
@@ -43,6 +45,11 @@ def _options(job: dict, output_format: str) -> gdal.WarpOptions:
 
 def main() -> int:
     job = json.load(sys.stdin)
+    if "jobs" in job:  # several warps in one process (one per scene and band: composite references)
+        for one in job["jobs"]:
+            gdal.Warp(one["out"], one["sources"], options=_options(one, "GTiff")).Close()
+        print(json.dumps({"gdal": gdal.__version__}))
+        return 0
     gdal.Warp(job["out"], job["sources"], options=_options(job, "GTiff")).Close()
     source_map = None
     for i, src in enumerate(job["sources"]):

@@ -89,7 +89,8 @@ def build_mosaic_checks(mosaic: MosaicAssets) -> list[dg.AssetChecksDefinition]:
             if scenes is None:
                 missing[str(key)] = "no scene table"
                 continue
-            audit = chunk_audit(grid, store, step_index(spec.time, parse_time_key(step_key)), block, scenes)
+            index = step_index(spec.time, parse_time_key(step_key))
+            audit = chunk_audit(grid, store, index, block, scenes, masked=spec.mask is not None)
             expected, present = expected + len(audit.expected), present + len(audit.present)
             if audit.missing:
                 missing[str(key)] = [f"{r}/{c}" for r, c in audit.missing]

@@ -223,8 +223,8 @@ def build_mosaic_assets(spec: MosaicSpec) -> tuple[MosaicAssets, list[dg.AssetsD
                 "created": result.created,
                 "time_steps": result.time_length,
                 "grown_by": result.grown_by,
-                "shape": dg.MetadataValue.json([result.time_length, len(spec.bands), *grid.shape]),
-                "chunks": dg.MetadataValue.json([1, len(spec.bands), *grid.chunk_shape]),
+                "shape": dg.MetadataValue.json([result.time_length, len(spec.band_names), *grid.shape]),
+                "chunks": dg.MetadataValue.json([1, len(spec.band_names), *grid.chunk_shape]),
                 "blocks": len(parts.blocks.get_partition_keys()),
                 "crs": str(grid.geobox.crs),
             }

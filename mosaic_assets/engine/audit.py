@@ -88,7 +88,11 @@ def _chunk_key(time_index: int, row: int, col: int) -> str:
     return f"{VARIABLE}/c/{time_index}/0/{row}/{col}"
 
 
-def chunk_audit(grid: MosaicGrid, store: str, time_index: int, block: Block, scenes: gpd.GeoDataFrame) -> ChunkAudit:
+def chunk_audit(
+    grid: MosaicGrid, store: str, time_index: int, block: Block, scenes: gpd.GeoDataFrame, masked: bool = False
+) -> ChunkAudit:
+    """``masked``: the mosaic has a cloud mask, so a covered chunk may be legitimately empty (all cloud):
+    the expected chunks are listed, none counts as missing."""
     res = abs(grid.geobox.resolution.x)
     covered = _footprints(grid, scenes, block).buffer(-FOOTPRINT_MARGIN_PIXELS * res)
     fs, root = fsspec.core.url_to_fs(store, **(storage_options(store) or {}))
@@ -99,7 +103,7 @@ def chunk_audit(grid: MosaicGrid, store: str, time_index: int, block: Block, sce
             present.append(index)
         if covered.intersects(chunk_box):
             expected.append(index)
-            if not exists:
+            if not exists and not masked:
                 missing.append(index)
     return ChunkAudit(expected, present, missing)
 
@@ -109,9 +113,12 @@ class CoverageAudit:
     valid_fraction: float
     footprint_fraction: float
     tolerance: float
+    masked: bool = False  # a cloud mask: the footprints bound the valid pixels from above only
 
     @property
     def passed(self) -> bool:
+        if self.masked:
+            return self.valid_fraction <= self.footprint_fraction + self.tolerance
         return self.valid_fraction >= self.footprint_fraction - self.tolerance
 
 
@@ -130,7 +137,7 @@ def coverage_audit(
     res = abs(grid.geobox.resolution.x)
     coverage = footprints.intersection(block_box).area / block_box.area
     edge = footprints.boundary.buffer(FOOTPRINT_MARGIN_PIXELS * res).intersection(block_box).area / block_box.area
-    return CoverageAudit(round(valid, 6), round(coverage, 6), round(edge + 0.01, 6))
+    return CoverageAudit(round(valid, 6), round(coverage, 6), round(edge + 0.01, 6), spec.mask is not None)
 
 
 def _block_box(grid: MosaicGrid, block: Block):

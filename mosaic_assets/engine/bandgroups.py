@@ -5,7 +5,8 @@ Why not one GTI holding every band: a scene's assets may each have their own gri
 asset into a 10 m per-scene VRT would resample it twice (into the VRT's grid, then onto the mosaic
 grid), so bilinear or average would no longer equal one warp. With one GTI per asset every band is
 warped exactly once, from its own grid, with its own resampling. Bands of one asset (the demo's
-4-band COGs) stay one read. The grouping depends on the spec only, so every time step, writer and
+4-band COGs) stay one read. The mask band (``spec.mask``) is one more group,
+read ``nearest``. The grouping depends on the spec only, so every time step, writer and
 index agrees on it without reading anything.
 """
 
@@ -43,3 +44,18 @@ def read_groups(spec: MosaicSpec) -> tuple[ReadGroup, ...]:
         ReadGroup(n, asset, resampling, tuple(spec.bands[p] for p in positions), tuple(positions))
         for n, ((asset, resampling), positions) in enumerate(members.items())
     )
+
+
+def mask_group(spec: MosaicSpec) -> ReadGroup | None:
+    """The mask band (``spec.mask``) as one more read group: its asset, ``nearest``, raw values, after
+    the band groups (its own location column and XML over the same index)."""
+    if spec.mask is None:
+        return None
+    band = Band(name="mask", asset=spec.mask.asset, index=spec.mask.index)
+    return ReadGroup(len(read_groups(spec)), spec.mask.asset, "nearest", (band,), ())
+
+
+def index_groups(spec: MosaicSpec) -> tuple[ReadGroup, ...]:
+    """Every group the time step's index holds a location column and an XML for."""
+    mask = mask_group(spec)
+    return read_groups(spec) + ((mask,) if mask else ())

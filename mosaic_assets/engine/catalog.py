@@ -28,7 +28,9 @@ from shapely import make_valid
 from shapely.geometry import shape as shapely_shape
 from urllib3.util.retry import Retry
 
+from .bandgroups import mask_group
 from .keys import time_key
+from .masks import check_mask_values
 from .modifier import ModifierError, load_modifier, redact_text, signed_item
 from .object_store import VSI_PREFIXES, Location, is_remote, read_bytes, vsi_path, write_bytes
 from .spec import MosaicSpec
@@ -465,8 +467,12 @@ def _asset_entry(
     """One asset's row of the scene table: GDAL path, own grid, and each spec band's metadata."""
     asset = item.get("assets", {}).get(asset_key)
     bands = [b for b in spec.bands if b.asset == asset_key]
+    mask = mask_group(spec)
+    if mask is not None and mask.asset == asset_key:
+        bands += [b for b in mask.bands if b not in bands]
     if not isinstance(asset, dict):
-        raise CatalogError(f"item {item_id}: has no asset {asset_key!r} (needed for band {bands[0].name!r})")
+        needed = f"band {bands[0].name!r}" if bands[0].name != "mask" else "the mask (spec.mask)"
+        raise CatalogError(f"item {item_id}: has no asset {asset_key!r} (needed for {needed})")
     declared = band_count(asset)
     for band in bands:
         if declared and band.index > declared:
@@ -476,6 +482,12 @@ def _asset_entry(
             )
     path = gdal_path(asset.get("href"), item_id, policy)
     props = item.get("properties", {})
+    if mask is not None and mask.asset == asset_key:
+        declared_type = band_metadata(asset, props, mask.bands[0]).data_type
+        try:
+            check_mask_values(spec.mask, declared_type, f"item {item_id}: asset {asset_key!r}")
+        except ValueError as exc:
+            raise CatalogError(str(exc)) from None
     try:
         grid = asset_grid(item_id, asset_key, asset, props)
     except MissingProjection:
@@ -514,7 +526,7 @@ def _scene_row(spec: MosaicSpec, item: dict, policy: HrefPolicy, signed: dict | 
     signed_assets = (signed or {}).get("assets", {})
     assets = {}
     try:
-        for asset_key in dict.fromkeys(b.asset for b in spec.bands):
+        for asset_key in dict.fromkeys([b.asset for b in spec.bands] + ([spec.mask.asset] if spec.mask else [])):
             probe = signed_assets.get(asset_key, {}).get("href") if signed else None
             probe_path = gdal_path(probe, item_id, policy) if probe else None
             assets[asset_key] = _asset_entry(spec, item, item_id, asset_key, policy, probe_path)

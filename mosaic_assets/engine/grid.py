@@ -23,7 +23,7 @@ from .spec import MosaicSpec, SpecError
 MAX_STORE_BYTES = 10 * 1024**4  # 10 TiB uncompressed
 MAX_PARTITIONS_PER_ASSET = 100_000  # Dagster's practical ceiling per asset
 HORIZON_YEARS = 10
-STEPS_PER_YEAR = {"daily": 366, "monthly": 12, "yearly": 1}
+STEPS_PER_YEAR = {"daily": 366, "monthly": 12, "quarterly": 4, "yearly": 1}
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ class SizeEstimate:
 def size_estimate(spec: MosaicSpec, grid: MosaicGrid, years: int = HORIZON_YEARS) -> SizeEstimate:
     """Computed from the grid's dimensions only (no block is enumerated, so an absurd grid costs nothing)."""
     rows, cols = grid.block_grid
-    per_step = grid.shape[0] * grid.shape[1] * len(spec.bands) * np.dtype(spec.dtype).itemsize
+    per_step = grid.shape[0] * grid.shape[1] * len(spec.band_names) * np.dtype(spec.dtype).itemsize
     return SizeEstimate(grid.shape, rows * cols, STEPS_PER_YEAR[spec.time.step] * years, per_step)
 
 
@@ -197,7 +197,7 @@ def check_size(spec: MosaicSpec, grid: MosaicGrid) -> SizeEstimate:
 def _block_chunks(spec: MosaicSpec, geobox: GeoBox, chunk_shape: tuple[int, int]) -> tuple[int, int]:
     """As many whole chunks per block as ``partition_bytes`` allows, as square as the grid permits."""
     itemsize = np.dtype(spec.dtype).itemsize
-    chunk_bytes = len(spec.bands) * chunk_shape[0] * chunk_shape[1] * itemsize
+    chunk_bytes = len(spec.band_names) * chunk_shape[0] * chunk_shape[1] * itemsize
     budget = max(1, spec.partition_bytes // chunk_bytes)
     rows_avail = math.ceil(geobox.shape.y / chunk_shape[0])
     cols_avail = math.ceil(geobox.shape.x / chunk_shape[1])

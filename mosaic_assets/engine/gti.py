@@ -22,7 +22,7 @@ import numpy as np
 from odc.geo import geom
 from pyproj import CRS
 
-from .bandgroups import ReadGroup, read_groups
+from .bandgroups import ReadGroup, index_groups
 from .catalog import scene_assets
 from .grid import MosaicGrid
 from .object_store import Location, fetch, is_remote, join, local_cache_dir, upload, vsi_path
@@ -80,6 +80,8 @@ def tile_location(spec: MosaicSpec, group: ReadGroup, asset: dict, href: str | N
     """
     path = href or asset["href"]
     metadata = [BandMetadata.from_json(asset.get("bands", {}).get(str(b.index), {})) for b in group.bands]
+    if not group.positions:  # the mask band: raw class values, never scaled
+        metadata = [BandMetadata(nodata=m.nodata) for m in metadata]
     # a signed href stays in an inline VRT: vrt:// ends its path at the first '?', dropping the token
     plain = href is None and spec.values == "raw" and all(m.nodata is None or m.nodata == spec.nodata for m in metadata)
     if plain:
@@ -168,7 +170,7 @@ def build_gti(spec: MosaicSpec, grid: MosaicGrid, scenes: gpd.GeoDataFrame, file
         local = GtiFiles.for_step(Path(tmp), "step")
         index.to_file(local.index, layer=INDEX_LAYER, driver="GPKG", engine="pyogrio")
         upload(Path(local.index), files.index)
-        for group in read_groups(spec):
+        for group in index_groups(spec):
             Path(local.group_xml(group)).write_text(gti_xml(spec, grid, files.index, group))
             upload(Path(local.group_xml(group)), files.group_xml(group))
     return len(index)
@@ -188,7 +190,7 @@ def staged_locally(spec: MosaicSpec, grid: MosaicGrid, files: GtiFiles) -> GtiFi
         fetch(files.index, Path(local.index))
     except FileNotFoundError:
         return files  # no index: the time step has no scenes, the writer finds none
-    for group in read_groups(spec):
+    for group in index_groups(spec):
         xml, path = gti_xml(spec, grid, local.index, group), Path(local.group_xml(group))
         if not path.exists() or path.read_text() != xml:
             tmp = Path(str(path) + f".{os.getpid()}.tmp")
@@ -201,7 +203,7 @@ def _index_frame(spec: MosaicSpec, grid: MosaicGrid, scenes: gpd.GeoDataFrame) -
     assets = [json.dumps(a, sort_keys=True) for a in scene_assets(scenes)]
     columns: dict[str, list] = {
         group.location_field: [tile_location(spec, group, json.loads(a)[group.asset]) for a in assets]
-        for group in read_groups(spec)
+        for group in index_groups(spec)
     }
     return gpd.GeoDataFrame(
         {
@@ -226,7 +228,7 @@ def _write_local(spec: MosaicSpec, grid: MosaicGrid, index: gpd.GeoDataFrame, in
     index.to_file(tmp_index, layer=INDEX_LAYER, driver="GPKG", engine="pyogrio")
     tmp_index.replace(index_path)
     files = GtiFiles(index_path, xml)
-    for group in read_groups(spec):
+    for group in index_groups(spec):
         path = Path(files.group_xml(group))
         tmp_xml = path.with_name(path.name + ".tmp")
         tmp_xml.write_text(gti_xml(spec, grid, index_path, group))

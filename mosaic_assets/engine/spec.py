@@ -134,18 +134,53 @@ class Area(_Frozen):
 
 
 class TimeGrid(_Frozen):
-    """How acquisition dates bucket into time steps: step ``k`` starts at ``start + k * step``."""
+    """How acquisition dates bucket into time steps: step ``k`` starts at ``start + k * step``
+    (``quarterly``: three months, seasons when the start is e.g. December 1st)."""
 
     start: date
-    step: Literal["daily", "monthly", "yearly"] = "daily"
+    step: Literal["daily", "monthly", "quarterly", "yearly"] = "daily"
 
     @model_validator(mode="after")
     def _aligned_start(self) -> TimeGrid:
-        if self.step == "monthly" and self.start.day != 1:
-            raise ValueError(f"start: a monthly grid starts on a month's first day, got {self.start}")
+        if self.step in ("monthly", "quarterly") and self.start.day != 1:
+            raise ValueError(f"start: a {self.step} grid starts on a month's first day, got {self.start}")
         if self.step == "yearly" and (self.start.month, self.start.day) != (1, 1):
             raise ValueError(f"start: a yearly grid starts on January 1st, got {self.start}")
         return self
+
+
+class Mask(_Frozen):
+    """Which pixels of a scene are usable, from a class or QA band of each item (at its own resolution,
+    read ``nearest``). Exactly one rule: ``exclude`` (classes: Sentinel-2 SCL), ``exclude_bits`` (bit
+    flags: Landsat C2 QA_PIXEL) or ``valid`` (clear values: GLAD ARD's QA). ``dilate_pixels`` grows the
+    excluded area by that many output pixels (a square), since cloud edges are the usual leak."""
+
+    asset: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
+    index: Annotated[int, Field(ge=1)] = 1
+    exclude: tuple[int, ...] | None = None
+    exclude_bits: tuple[Annotated[int, Field(ge=0, le=63)], ...] | None = None
+    valid: tuple[int, ...] | None = None
+    dilate_pixels: Annotated[int, Field(ge=0, le=64)] = 0
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Mask:
+        rules = [k for k in ("exclude", "exclude_bits", "valid") if getattr(self, k) is not None]
+        if len(rules) != 1:
+            raise ValueError(f"give exactly one of exclude, exclude_bits or valid, got {rules or 'none'}")
+        values = self.exclude or self.valid or ()
+        if any(v < 0 for v in values):
+            raise ValueError(f"class values must be >= 0, got {list(values)}")
+        return self
+
+
+class Composite(_Frozen):
+    """How a time step's scenes become one pixel: ``first_valid`` is the best-on-top mosaic where a masked
+    pixel falls through to the next scene; ``median`` / ``mean`` / ``min`` / ``max`` reduce each band over
+    the step's usable observations (integer output rounded half to even). ``count_band`` adds a band
+    ``valid_count``: usable observations per pixel."""
+
+    method: Literal["first_valid", "median", "mean", "min", "max"] = "first_valid"
+    count_band: bool = False
 
 
 class BestOnTop(_Frozen):
@@ -235,6 +270,8 @@ class MosaicSpec(_Frozen):
         "metadata and fails the WARN check no_skipped_scenes. Transient errors are retried either way.",
     )
     best_on_top: BestOnTop = BestOnTop()
+    mask: Mask | None = None
+    composite: Composite = Composite()
     chunks: Chunks = Chunks()
     partition_bytes: int = 256 * 1024**2
     codec: Codec = Codec()
@@ -305,6 +342,20 @@ class MosaicSpec(_Frozen):
         return raw
 
     @model_validator(mode="after")
+    def _composite(self) -> MosaicSpec:
+        reducing = self.composite.method != "first_valid"
+        if self.mask is not None and reducing:
+            classes = [b.name for b in self.bands if (b.asset, b.index) == (self.mask.asset, self.mask.index)]
+            if classes:
+                raise ValueError(
+                    f"composite.method: {self.composite.method} over the mask's class band {classes} is meaningless; "
+                    "leave that band out or use first_valid"
+                )
+        if self.composite.count_band and "valid_count" in [b.name for b in self.bands]:
+            raise ValueError("composite.count_band: a band is already named 'valid_count'")
+        return self
+
+    @model_validator(mode="after")
     def _consistent(self) -> MosaicSpec:
         if self.values == "physical" and np.dtype(self.dtype).kind != "f":
             raise ValueError(f"dtype: values: physical needs float32 or float64, got {self.dtype}")
@@ -331,7 +382,8 @@ class MosaicSpec(_Frozen):
 
     def valid_mask(self, data: np.ndarray) -> np.ndarray:
         """(y, x) pixels where any band of a (band, y, x) block holds data: the one test of "valid",
-        NaN nodata included (``data != nan`` is True everywhere)."""
+        NaN nodata included (``data != nan`` is True everywhere). A ``valid_count`` band is not data."""
+        data = data[: len(self.bands)]
         if np.isnan(self.nodata):
             return ~np.all(np.isnan(data), axis=0)
         return np.any(data != self.nodata_value, axis=0)
@@ -341,12 +393,13 @@ class MosaicSpec(_Frozen):
 
     @property
     def band_names(self) -> tuple[str, ...]:
-        return tuple(b.name for b in self.bands)
+        """The store's band axis: the spec's bands, then ``valid_count`` when ``composite.count_band``."""
+        return tuple(b.name for b in self.bands) + (("valid_count",) if self.composite.count_band else ())
 
     @property
     def chunk_bytes(self) -> int:
         """Uncompressed bytes of one chunk: all bands of one time step."""
-        return len(self.bands) * self.chunks.y * self.chunks.x * np.dtype(self.dtype).itemsize
+        return len(self.band_names) * self.chunks.y * self.chunks.x * np.dtype(self.dtype).itemsize
 
 
 def _format_errors(exc: ValidationError, prefix: str) -> str:

@@ -89,7 +89,7 @@ def template_dataset(
     ``xr.open_zarr`` decodes to physical values by itself. (CF has one pair per variable: with a class
     band beside reflectance, decode as ``mosaic * scale + offset``.)"""
     cy, cx = grid.chunk_shape
-    nb = len(spec.bands)
+    nb = len(spec.band_names)
     data = da.full((stop - start, nb, *grid.shape), spec.nodata, dtype=spec.dtype, chunks=(1, nb, cy, cx))
     coords = dict(xr_coords(grid.geobox, crs_coord_name="spatial_ref"))
     # datetime64 even with no time step yet (an empty list would be float64, which CF cannot encode in days)
@@ -113,7 +113,7 @@ def _encoding(spec: MosaicSpec, grid: MosaicGrid) -> dict:
     cy, cx = grid.chunk_shape
     return {
         VARIABLE: {
-            "chunks": (1, len(spec.bands), cy, cx),
+            "chunks": (1, len(spec.band_names), cy, cx),
             "compressors": compressors(spec),
             "_FillValue": np.array(spec.nodata, dtype=spec.dtype).item(),
         },

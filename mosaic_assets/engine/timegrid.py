@@ -18,8 +18,11 @@ def step_index(grid: TimeGrid, when: date | datetime) -> int:
     day = when.date() if isinstance(when, datetime) else when
     if grid.step == "daily":
         return (day - grid.start).days
+    months = (day.year - grid.start.year) * 12 + day.month - grid.start.month
     if grid.step == "monthly":
-        return (day.year - grid.start.year) * 12 + day.month - grid.start.month
+        return months
+    if grid.step == "quarterly":
+        return months // 3
     return day.year - grid.start.year
 
 
@@ -27,8 +30,8 @@ def step_start(grid: TimeGrid, index: int) -> date:
     """First day of time step ``index``."""
     if grid.step == "daily":
         return grid.start + timedelta(days=index)
-    if grid.step == "monthly":
-        months = grid.start.month - 1 + index
+    if grid.step in ("monthly", "quarterly"):
+        months = grid.start.month - 1 + index * (3 if grid.step == "quarterly" else 1)
         return grid.start.replace(year=grid.start.year + months // 12, month=months % 12 + 1)
     return grid.start.replace(year=grid.start.year + index)
 

@@ -31,6 +31,7 @@ from rasterio.errors import RasterioError, WindowError
 from rasterio.windows import Window, from_bounds
 
 from .bandgroups import read_groups
+from .composite_read import composite_block, needs_scene_reads
 from .gdal_env import gdal_env
 from .grid import Block, MosaicGrid
 from .gti import INDEX_LAYER, SORT_FIELD, GtiFiles, staged_locally
@@ -114,7 +115,7 @@ def block_scenes(grid: MosaicGrid, files: GtiFiles, block: Block, with_geometry:
     bounds = grid.block_geobox(block.index).extent.boundingbox
     path = vsi_path(files.index)
     fields = set(pyogrio.read_info(path, layer=INDEX_LAYER)["fields"])
-    columns = [c for c in [*SCENE_COLUMNS, *([SORT_FIELD] if with_geometry else [])] if c in fields]
+    columns = [c for c in [*SCENE_COLUMNS, SORT_FIELD] if c in fields]
     table = pyogrio.read_dataframe(
         path, layer=INDEX_LAYER, columns=columns, bbox=tuple(bounds), read_geometry=with_geometry
     )
@@ -217,11 +218,15 @@ def read_block(
     block: Block,
     exclude: list[str] | None = None,
     signed: list[dict] | None = None,
+    scenes: list[dict] | None = None,
 ) -> np.ndarray:
     """(band, y, x) pixels of the block, one GTI read per read group (``bandgroups``) stacked in the
     spec's band order, under the writer's GDAL config. ``exclude``: item ids the read leaves out (the
     GTI's FILTER open option, so the index itself is never rewritten). ``signed``: the block's scenes
     with freshly signed paths: read through a GTI of just those scenes, held in memory (``signed_gti``)."""
+    if needs_scene_reads(spec):  # masks, reducers, the count band: scene by scene (composite_read)
+        chosen = [s for s in (signed or scenes or []) if s["item_id"] not in (exclude or ())]
+        return composite_block(spec, grid, files, block, chosen)
     window = Window(block.cols.start, block.rows.start, block.shape[1], block.shape[0])
     groups = read_groups(spec)
     out = np.empty((len(spec.bands), *block.shape), dtype=spec.dtype) if len(groups) > 1 else None
@@ -262,7 +267,7 @@ def _signed(scenes: list[dict]) -> list[dict] | None:
 def _verified_read(spec: MosaicSpec, grid: MosaicGrid, files: GtiFiles, block: Block, scenes: list[dict]) -> np.ndarray:
     verify_scenes(spec, scenes)
     try:
-        return read_block(spec, grid, files, block, signed=_signed(scenes))
+        return read_block(spec, grid, files, block, signed=_signed(scenes), scenes=scenes)
     except RasterioError as exc:
         raise _read_error(block, exc, _culprits(spec, grid, block, scenes), scenes) from exc
 
@@ -284,7 +289,7 @@ def _read_skipping(
             skipped[scene["item_id"]] = str(exc)
     while True:
         try:
-            data = read_block(spec, grid, files, block, exclude=list(skipped), signed=_signed(scenes))
+            data = read_block(spec, grid, files, block, exclude=list(skipped), signed=_signed(scenes), scenes=scenes)
             return data, [SkippedScene(i, why) for i, why in sorted(skipped.items())]
         except RasterioError as exc:
             rest = [s for s in scenes if s["item_id"] not in skipped]

@@ -1,0 +1,225 @@
+"""Temporal reducers for cloud-free composites: per-pixel masks in, one (band, y, x) block out.
+
+Pure numpy, no I/O: the caller reads each scene's part of the block onto the block's grid, builds its
+``valid`` mask (nodata, clouds, shadows) and hands both here. Two shapes of work, both bounded in
+memory whatever the number of scenes:
+
+- mean / min / max / count stream: :class:`StreamingReducer` keeps O(block) state and takes one
+  observation at a time, so a year of acquisitions costs what one does.
+- the median needs every observation of a pixel at once: :func:`median` reduces ONE band over
+  ``n`` observations, and :func:`median_strip_rows` says how many rows of that band fit in the
+  worker's memory, so the caller reads scenes in row strips.
+
+Rules that make an incremental update byte-identical to a full rebuild:
+
+- integer output dtypes get ``np.rint`` (round half to even) and are clipped to the dtype's range;
+- min / max / count / median never depend on the order observations arrive in; the mean does not
+  either for integer inputs (exact float64 sums). For float inputs see :class:`StreamingReducer`;
+- float outputs write -0.0 as 0.0, so which of two equal zeros "won" never shows in the bytes;
+- a pixel with no valid observation is ``nodata``. A reduced value that happens to equal ``nodata``
+  reads as nodata downstream, as it would in any mosaic.
+
+Valid observations are expected to be finite: the mask is the one test of "usable" (a NaN under a
+True mask propagates into mean/min/max and is not a median input).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from numpy.typing import DTypeLike
+
+Method = Literal["median", "mean", "min", "max"]
+STREAMING_METHODS: tuple[Method, ...] = ("mean", "min", "max")
+
+# Bytes per output pixel that median() allocates besides the stack, its sorted copy and the mask:
+# counts (intp), two indices (intp), two picked values and the float64 midpoint, a bool mask, the output.
+_MEDIAN_PIXEL_OVERHEAD = 64
+
+
+def _input_dtype(dtype: DTypeLike) -> np.dtype:
+    """Inputs whose sums and midpoints float64 holds exactly (integers) or which are floats anyway."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f" or (dtype.kind in "ui" and dtype.itemsize <= 4):
+        return dtype
+    raise TypeError(
+        f"unsupported input dtype {dtype}: use an integer of at most 32 bits (float64 sums stay exact) or a float"
+    )
+
+
+def _nodata_scalar(nodata: float, out_dtype: np.dtype) -> np.generic:
+    """``nodata`` as a scalar of the output dtype, refusing values the dtype cannot hold exactly."""
+    if out_dtype.kind in "ui":
+        info = np.iinfo(out_dtype)
+        if np.isnan(nodata) or not (info.min <= nodata <= info.max) or nodata != int(nodata):
+            raise ValueError(f"nodata {nodata} does not fit output dtype {out_dtype}")
+    elif out_dtype.kind != "f":
+        raise TypeError(f"unsupported output dtype {out_dtype}")
+    return np.array(nodata, dtype=out_dtype)[()]
+
+
+def _to_out(values: np.ndarray, out_dtype: np.dtype) -> np.ndarray:
+    """Cast reduced values to the output dtype: exact casts as they are; otherwise integers get
+    round-half-to-even and clipping to the dtype's range, floats the nearest value. -0.0 becomes 0.0."""
+    if out_dtype.kind in "ui":
+        if np.can_cast(values.dtype, out_dtype, "safe"):
+            return values.astype(out_dtype)
+        info = np.iinfo(out_dtype)
+        values = np.rint(np.asarray(values, dtype=np.float64))  # exact for inputs of at most 32 bits
+        return np.clip(values, info.min, info.max).astype(out_dtype)
+    out = values.astype(out_dtype)
+    np.add(out, out_dtype.type(0), out=out)  # -0.0 + 0.0 == +0.0: which zero won never shows
+    return out
+
+
+class StreamingReducer:
+    """Mean, min or max (and the valid count) over observations added one at a time, in O(block) memory.
+
+    State: the count as int32 (y, x); for ``mean`` a float64 sum (bands, y, x); for ``min``/``max`` a
+    running extreme in the input dtype (fixed by the first :meth:`add`), so nothing grows with the
+    number of scenes.
+
+    Order: count, min and max are exactly independent of the order of :meth:`add` calls. The mean sums
+    in float64: for integer inputs (at most 32 bits) every partial sum stays an integer below 2**53 for
+    up to 2**21 observations, so the sum is exact and the mean (one division, one rounding) is order
+    independent too. For float inputs float64 sums are not associative in general (exact only while a
+    pixel's values span fewer than ~29 binades for float32), and an exact vectorised sum (``math.fsum``)
+    is not available; the contract is therefore that the caller adds observations in a canonical order
+    (sorted by STAC item id), which makes the float mean deterministic, and a rebuild and an update,
+    which both re-reduce all of a block's scenes, equal. The error bound of the float64 sum is
+    ``n * 2**-53`` times the sum of magnitudes, far below half a float32 ulp of the mean for our scene
+    counts, so even another order almost always gives the same float32 bytes.
+    """
+
+    __slots__ = ("method", "shape", "out_dtype", "nodata", "_in_dtype", "_count", "_state")
+
+    def __init__(self, method: Method, shape: tuple[int, int, int], out_dtype: DTypeLike, nodata: float) -> None:
+        if method not in STREAMING_METHODS:
+            raise ValueError(f"method {method!r} does not stream; use one of {STREAMING_METHODS} (median: median())")
+        if len(shape) != 3 or any(int(s) < 0 for s in shape):
+            raise ValueError(f"shape must be (bands, y, x), got {shape}")
+        self.method = method
+        self.shape = tuple(int(s) for s in shape)
+        self.out_dtype = np.dtype(out_dtype)
+        self.nodata = _nodata_scalar(nodata, self.out_dtype)
+        self._in_dtype: np.dtype | None = None
+        self._count = np.zeros(self.shape[1:], dtype=np.int32)
+        self._state: np.ndarray | None = np.zeros(self.shape, np.float64) if method == "mean" else None
+
+    def add(self, pixels: np.ndarray, valid: np.ndarray) -> None:
+        """Fold in one observation: ``pixels`` (bands, y, x) where ``valid`` (y, x) is True."""
+        if pixels.shape != self.shape:
+            raise ValueError(f"pixels shape {pixels.shape} is not the reducer's {self.shape}")
+        if valid.shape != self.shape[1:] or valid.dtype != np.bool_:
+            raise ValueError(f"valid must be a bool array of shape {self.shape[1:]}, got {valid.dtype} {valid.shape}")
+        dtype = _input_dtype(pixels.dtype)
+        if self._in_dtype is None:
+            self._in_dtype = dtype
+            if self.method != "mean":
+                if dtype.kind == "f":  # inf, not finfo.max: unseen pixels must not overflow a narrower cast
+                    start = np.inf if self.method == "min" else -np.inf
+                else:
+                    start = np.iinfo(dtype).max if self.method == "min" else np.iinfo(dtype).min
+                self._state = np.full(self.shape, start, dtype=dtype)
+        elif dtype != self._in_dtype:
+            raise TypeError(f"pixels are {dtype}, earlier observations were {self._in_dtype}")
+        where = valid[np.newaxis]  # ufunc ``where`` broadcasts: no (bands, y, x) temporaries
+        if self.method == "mean":
+            np.add(self._state, pixels, out=self._state, where=where)
+        elif self.method == "min":
+            np.minimum(self._state, pixels, out=self._state, where=where)
+        else:
+            np.maximum(self._state, pixels, out=self._state, where=where)
+        self._count += valid
+
+    @property
+    def count(self) -> np.ndarray:
+        """(y, x) int32: how many usable observations each pixel has seen (a copy)."""
+        return self._count.copy()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of state held: what a worker budgets per block, whatever the number of scenes."""
+        return self._count.nbytes + (0 if self._state is None else self._state.nbytes)
+
+    def result(self) -> np.ndarray:
+        """(bands, y, x) in ``out_dtype``: the reduction, ``nodata`` where no observation was valid."""
+        seen = self._count > 0
+        if self._state is None:  # no add() yet
+            return np.full(self.shape, self.nodata, dtype=self.out_dtype)
+        if self.method == "mean":
+            values = np.divide(self._state, self._count, out=np.zeros(self.shape, np.float64), where=seen)
+        else:
+            values = self._state
+        out = _to_out(values, self.out_dtype)
+        out[:, ~seen] = self.nodata
+        return out
+
+
+def median(stack: np.ndarray, valid: np.ndarray, out_dtype: DTypeLike, nodata: float) -> np.ndarray:
+    """(y, x) masked median of ONE band over ``n`` observations: ``stack`` (n, y, x), ``valid`` (n, y, x).
+
+    For an even count the mean of the two middle values (exact in float64), then ``np.rint`` (half to
+    even) and clipping for integer output dtypes; ``nodata`` where no observation is valid. Invalid
+    values are replaced by the dtype's max (NaN for floats, which sorts last) and the stack sorted
+    along the observations: 5-10x faster than ``np.nanmedian`` (see the test's benchmark). The middle
+    values are picked by each pixel's valid count, never by the sentinel, so a valid 65535 in uint16
+    stays a value: the first ``count`` sorted entries are exactly the valid values' multiset. Sorting
+    makes the result independent of the order of observations.
+
+    Memory: one sorted copy of the stack plus a few (y, x) arrays; see :func:`median_strip_rows`.
+    """
+    if stack.ndim != 3 or valid.shape != stack.shape or valid.dtype != np.bool_:
+        raise ValueError(
+            f"stack must be (n, y, x) with a bool valid of the same shape, got {stack.shape}, {valid.shape}"
+        )
+    dtype = _input_dtype(stack.dtype)
+    out_dtype = np.dtype(out_dtype)
+    nodata_value = _nodata_scalar(nodata, out_dtype)
+    n = stack.shape[0]
+    if n == 0:
+        return np.full(stack.shape[1:], nodata_value, dtype=out_dtype)
+    sentinel = np.iinfo(dtype).max if dtype.kind in "ui" else np.nan
+    ordered = np.where(valid, stack, dtype.type(sentinel))
+    ordered.sort(axis=0)
+    count = np.count_nonzero(valid, axis=0)
+    low = np.maximum(count - 1, 0) // 2  # count == 0: any index, overwritten with nodata below
+    high = count // 2
+    a = np.take_along_axis(ordered, low[np.newaxis], axis=0)[0]
+    b = np.take_along_axis(ordered, high[np.newaxis], axis=0)[0]
+    del ordered
+    middle = (a.astype(np.float64) + b) / 2  # a + b exact: inputs of at most 32 bits, or floats
+    empty = count == 0
+    middle[empty] = 0  # not NaN: an integer cast of NaN warns; overwritten with nodata below
+    out = _to_out(middle, out_dtype)
+    out[empty] = nodata_value
+    return out
+
+
+def median_strip_rows(n_obs: int, width: int, itemsize: int, memory_bytes: int) -> int:
+    """Rows of one band's (n_obs, rows, width) stack that :func:`median` can reduce in ``memory_bytes``:
+    the stack, its sorted copy, the bool mask and the per-pixel working arrays. At least 1, so a tiny
+    budget still makes progress (one row at a time); the caller reads scene strips of that height."""
+    if n_obs < 0 or width <= 0 or itemsize <= 0 or memory_bytes < 0:
+        raise ValueError(
+            f"need n_obs >= 0, width > 0, itemsize > 0, memory_bytes >= 0; "
+            f"got {n_obs=}, {width=}, {itemsize=}, {memory_bytes=}"
+        )
+    per_row = width * (n_obs * (2 * itemsize + 1) + _MEDIAN_PIXEL_OVERHEAD)
+    return max(1, memory_bytes // per_row)
+
+
+def composite_first_valid(stack: np.ndarray, valid: np.ndarray, nodata: float = 0) -> np.ndarray:
+    """(bands, y, x) "best scene on top": ``stack`` (n, bands, y, x) in z-order worst..best, each scene
+    drawn over the previous where its ``valid`` (n, y, x) is True, so a masked pixel falls through to
+    the next-best scene; ``nodata`` where none is valid. The numpy reference for GDAL's GTI (the fast
+    path), for tests and small cases; memory one output block."""
+    if stack.ndim != 4 or valid.shape != (stack.shape[0], *stack.shape[2:]) or valid.dtype != np.bool_:
+        raise ValueError(
+            f"stack must be (n, bands, y, x) with a bool valid (n, y, x), got {stack.shape}, {valid.shape}"
+        )
+    out = np.full(stack.shape[1:], _nodata_scalar(nodata, stack.dtype), dtype=stack.dtype)
+    for scene, mask in zip(stack, valid):
+        np.copyto(out, scene, where=mask[np.newaxis])
+    return out

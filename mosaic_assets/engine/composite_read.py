@@ -1,0 +1,144 @@
+"""A block composited scene by scene: masks (``spec.mask``), temporal reducers and the count band.
+
+Why not one GTI read, as a plain mosaic does: GDAL's GTI composites by z-order and nodata only; a mask
+from another asset (Sentinel-2's 20 m SCL) and a median over every observation need each scene's own
+pixels on the block's grid. Each layer is still read through the time step's GTI, left to one scene
+by its ``FILTER`` (the same warp, resampling and overview policy as the plain path), so the pixels of
+a scene are the same whichever way the block is composited.
+
+Memory stays bounded whatever the scene count: first_valid, mean, min, max and the count stream one
+scene at a time (O(block)); the median holds every observation of a row strip, sized from the worker's
+memory (``composite.median_strip_rows``). Scenes are taken in item-id order (z-order for first_valid),
+so the bytes never depend on the order scenes arrived in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from .bandgroups import ReadGroup, mask_group, read_groups
+from .composite import StreamingReducer, median, median_strip_rows
+from .gdal_env import gdal_env, worker_memory_gb
+from .grid import Block, MosaicGrid
+from .gti import SORT_FIELD, GtiFiles
+from .masks import usable
+from .object_store import vsi_path
+from .signed_read import signed_gti
+from .spec import MosaicSpec
+
+MEDIAN_MEMORY_FRACTION = 0.25  # of the worker's memory, for one strip's stack and its sorted copy
+
+
+def needs_scene_reads(spec: MosaicSpec) -> bool:
+    """Whether a block needs this path: a mask, a reducer or the count band (else one GTI read does)."""
+    return spec.mask is not None or spec.composite.method != "first_valid" or spec.composite.count_band
+
+
+def _only(item_id: str) -> str:
+    return "item_id = '" + item_id.replace("'", "''") + "'"
+
+
+class SceneLayers:
+    """Reads one scene's rows of the block, per read group, through the GTI left to that scene."""
+
+    def __init__(self, spec: MosaicSpec, grid: MosaicGrid, files: GtiFiles, block: Block) -> None:
+        self.spec, self.grid, self.files, self.block = spec, grid, files, block
+
+    def group(self, group: ReadGroup, scene: dict, rows: slice) -> np.ndarray:
+        window = Window(
+            self.block.cols.start, self.block.rows.start + rows.start, self.block.shape[1], rows.stop - rows.start
+        )
+        if "signed" in scene:
+            with signed_gti(self.spec, self.grid, group, [scene]) as gti:
+                return gti.read(window=window)
+        with rasterio.open(vsi_path(self.files.group_xml(group)), FILTER=_only(scene["item_id"])) as gti:
+            return gti.read(window=window)
+
+    def pixels(self, scene: dict, rows: slice) -> np.ndarray:
+        """(band, rows, x) of the spec's bands."""
+        out = np.empty((len(self.spec.bands), rows.stop - rows.start, self.block.shape[1]), dtype=self.spec.dtype)
+        for group in read_groups(self.spec):
+            out[list(group.positions)] = self.group(group, scene, rows)
+        return out
+
+    def usable(self, scene: dict) -> np.ndarray | None:
+        """(y, x) of the whole block: what the scene's mask band lets through (None without a mask).
+        Always the whole block, so a dilation never stops at a strip's edge."""
+        group = mask_group(self.spec)
+        if group is None:
+            return None
+        values = self.group(group, scene, slice(0, self.block.shape[0]))[0]
+        return usable(self.spec, self.spec.mask, values)
+
+
+def composite_block(
+    spec: MosaicSpec, grid: MosaicGrid, files: GtiFiles, block: Block, scenes: list[dict]
+) -> np.ndarray:
+    """(band, y, x) of the block's composite, ``valid_count`` last when the spec asks for it."""
+    layers = SceneLayers(spec, grid, files, block)
+    by_id = sorted(scenes, key=lambda s: s["item_id"])
+    with gdal_env(stac=spec.stac):
+        masks = {s["item_id"]: layers.usable(s) for s in by_id}
+        if spec.composite.method == "median":
+            data, count = _median(spec, block, layers, by_id, masks)
+        else:
+            data, count = _streamed(spec, block, layers, by_id, masks)
+    if not spec.composite.count_band:
+        return data
+    limit = np.iinfo(spec.dtype).max if np.dtype(spec.dtype).kind in "ui" else np.finfo(spec.dtype).max
+    return np.concatenate([data, np.minimum(count, limit).astype(spec.dtype)[np.newaxis]])
+
+
+def _observation(spec: MosaicSpec, pixels: np.ndarray, mask: np.ndarray | None, rows: slice) -> np.ndarray:
+    valid = spec.valid_mask(pixels)
+    return valid if mask is None else valid & mask[rows]
+
+
+def _streamed(spec, block, layers, scenes, masks) -> tuple[np.ndarray, np.ndarray]:
+    """first_valid (z-order, worst first: the best scene's usable pixels are drawn last), mean, min, max."""
+    whole = slice(0, block.shape[0])
+    shape = (len(spec.bands), *block.shape)
+    method = spec.composite.method
+    if method != "first_valid":
+        reducer = StreamingReducer(method, shape, spec.dtype, spec.nodata)
+        for scene in scenes:
+            pixels = layers.pixels(scene, whole)
+            reducer.add(pixels, _observation(spec, pixels, masks[scene["item_id"]], whole))
+        return reducer.result(), reducer.count
+    out = np.full(shape, spec.nodata_value, dtype=spec.dtype)
+    count = np.zeros(block.shape, dtype=np.int32)
+    for scene in sorted(scenes, key=lambda s: int(s[SORT_FIELD])):
+        pixels = layers.pixels(scene, whole)
+        valid = _observation(spec, pixels, masks[scene["item_id"]], whole)
+        out[:, valid] = pixels[:, valid]
+        count += valid
+    return out, count
+
+
+def _strips(height: int, rows: int) -> Iterator[slice]:
+    for start in range(0, height, rows):
+        yield slice(start, min(start + rows, height))
+
+
+def _median(spec, block, layers, scenes, masks) -> tuple[np.ndarray, np.ndarray]:
+    """Per row strip: every scene's strip stacked, then the masked median band by band."""
+    height, width = block.shape
+    bands, itemsize = len(spec.bands), np.dtype(spec.dtype).itemsize
+    budget = int(worker_memory_gb() * 1024**3 * MEDIAN_MEMORY_FRACTION)
+    rows = median_strip_rows(max(1, len(scenes)), width, itemsize * bands, budget)
+    out = np.empty((bands, height, width), dtype=spec.dtype)
+    count = np.zeros(block.shape, dtype=np.int32)
+    for strip in _strips(height, rows):
+        stack = np.empty((len(scenes), bands, strip.stop - strip.start, width), dtype=spec.dtype)
+        valid = np.empty((len(scenes), strip.stop - strip.start, width), dtype=bool)
+        for n, scene in enumerate(scenes):
+            stack[n] = layers.pixels(scene, strip)
+            valid[n] = _observation(spec, stack[n], masks[scene["item_id"]], strip)
+        for band in range(bands):
+            out[band, strip] = median(stack[:, band], valid, spec.dtype, spec.nodata)
+        count[strip] = valid.sum(axis=0)
+    return out, count

@@ -1,0 +1,267 @@
+"""Cloud masks and temporal composites against an independent reference: every scene's every band and
+mask warped alone by GDAL's own ``gdal.Warp`` (reference_warp.py, the osgeo bindings) onto the mosaic
+grid, masks evaluated and dilated here with scipy.ndimage, and numpy's reducers over that stack.
+
+Fixtures are the public catalogs' shapes (catalog_fixtures): Sentinel-2's 20 m SCL classes under 10 m
+bands (Planetary Computer), Landsat C2 QA_PIXEL bit flags, DEA's fmask clear values."""
+
+from __future__ import annotations
+
+import random
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import xarray as xr
+from scipy import ndimage
+
+from mosaic_assets.engine.catalog import scene_assets, scene_table
+from mosaic_assets.engine.grid import MosaicGrid
+from mosaic_assets.engine.gti import GtiFiles, build_gti, priorities
+from mosaic_assets.engine.spec import MosaicSpec, SpecError, parse_specs
+from mosaic_assets.engine.store import ensure_template
+from mosaic_assets.engine.writer import write_block
+
+from .catalog_fixtures import CatalogFixture, make_fixture
+from .conftest import run_reference_warp
+
+SCL_EXCLUDE = [0, 1, 3, 8, 9, 10]  # nodata, saturated, cloud shadow, cloud medium/high, cirrus
+CASES = {
+    # fixture: (mask, the bands reduced: no class band)
+    "pc_s2_l2a": {"asset": "SCL", "exclude": SCL_EXCLUDE, "dilate_pixels": 2},
+    "landsat_c2_l2": {"asset": "qa_pixel", "exclude_bits": [1, 3, 4]},
+    "landsat_ard": {"asset": "oa_fmask", "valid": [1]},
+}
+
+
+@pytest.fixture(scope="module")
+def fixtures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, CatalogFixture]:
+    folder = tmp_path_factory.mktemp("composite-catalogs")
+    return {name: make_fixture(name, folder / name) for name in CASES}
+
+
+def _native_anchor(fixture: CatalogFixture) -> tuple[float, float]:
+    """anchor: native, resolved from the first item without a STAC API (engine.anchor.native_fraction)."""
+    from mosaic_assets.engine.anchor import native_fraction
+
+    probe = {
+        "mosaics": [
+            {
+                "name": "probe",
+                "stac": {"url": "http://127.0.0.1:1", "collections": ["x"]},
+                "bands": fixture.bands,
+                "area": {"bbox": list(fixture.area_native), "crs": fixture.native_crs},
+                "crs": fixture.native_crs,
+                "resolution": fixture.native_resolution,
+                "time": {"start": "2024-06-01"},
+            }
+        ]
+    }
+    return native_fraction(parse_specs(probe)[0], fixture.items[0])
+
+
+def _spec(fixture: CatalogFixture, method: str, **overrides) -> MosaicSpec:
+    mask = CASES[fixture.name]
+    bands = [b for b in fixture.bands if b["asset"] != mask["asset"]]
+    mosaic = {
+        "name": f"comp_{fixture.name}",
+        "stac": {"url": "http://127.0.0.1:1", "collections": [fixture.collection]},
+        "bands": bands,
+        "area": {"bbox": list(fixture.area_native), "crs": fixture.native_crs},
+        "crs": fixture.native_crs,
+        "resolution": fixture.native_resolution,
+        "anchor": list(_native_anchor(fixture)),  # the scenes' own pixel grid: no half-pixel ties
+        "time": {"start": "2024-06-01", "step": "monthly"},
+        "chunks": {"y": 128, "x": 128},
+        "partition_bytes": "1MiB",
+        "mask": mask,
+        "composite": {"method": method, "count_band": True},
+    }
+    if fixture.name == "landsat_ard":
+        mosaic.update(dtype="int16", nodata=-999)
+    mosaic.update(overrides)
+    return parse_specs({"mosaics": [mosaic]})[0]
+
+
+def _build(spec: MosaicSpec, items: list[dict], tmp: Path) -> tuple[MosaicGrid, object, np.ndarray]:
+    grid = MosaicGrid.from_spec(spec)
+    table = scene_table(spec, items)
+    files = GtiFiles.for_step(tmp / "gti", "2024-06-01")
+    build_gti(spec, grid, table, files)
+    store = str(tmp / "store.zarr")
+    ensure_template(spec, grid, store, 1)
+    for block in grid.blocks():
+        write_block(spec, grid, store, files, 0, block)
+    return grid, table, xr.open_zarr(store, mask_and_scale=False)["mosaic"][0].values
+
+
+def _file_nodata(path: str, fallback: float) -> float:
+    with rasterio.open(path) as src:
+        return fallback if src.nodata is None else float(src.nodata)
+
+
+def _reference_stack(spec: MosaicSpec, grid: MosaicGrid, table, tmp: Path) -> tuple[np.ndarray, np.ndarray, list]:
+    """(scene, band, y, x) pixels and (scene, y, x) mask values, each warped alone by gdal.Warp; scenes
+    in the table's order (with their z-order rank)."""
+    assets = scene_assets(table)
+    jobs, outputs = [], []
+    wanted = [(b.asset, b.index, spec.band_resampling(b)) for b in spec.bands] + [
+        (spec.mask.asset, spec.mask.index, "nearest")
+    ]
+    for n, scene in enumerate(assets):
+        for k, (asset, index, resampling) in enumerate(wanted):
+            path = scene[asset]["href"]
+            declared = scene[asset]["bands"].get(str(index), {}).get("nodata")
+            out = str(tmp / f"s{n}-{k}.tif")
+            jobs.append(
+                {
+                    "sources": [path],
+                    "bands": [index],
+                    "srs": grid.geobox.crs.to_wkt(),
+                    "bounds": list(grid.geobox.extent.boundingbox),
+                    "res": spec.resolution,
+                    "resampling": resampling,
+                    "nodata": spec.nodata,
+                    "src_nodata": float(declared) if declared is not None else _file_nodata(path, spec.nodata),
+                    "use_overviews": False,
+                    "out": out,
+                }
+            )
+            outputs.append(out)
+    tmp.mkdir(parents=True, exist_ok=True)
+    run_reference_warp({"jobs": jobs})
+    arrays = [rasterio.open(o).read(1) for o in outputs]
+    per_scene = len(wanted)
+    stack = np.array([arrays[n * per_scene : n * per_scene + len(spec.bands)] for n in range(len(assets))])
+    masks = np.array([arrays[n * per_scene + len(spec.bands)] for n in range(len(assets))])
+    return stack, masks, list(priorities(spec, table))
+
+
+def _usable(spec: MosaicSpec, stack: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """The reference's own reading of the mask rules (not masks.usable), dilated by scipy.ndimage."""
+    rule = spec.mask
+    inside = masks != spec.nodata
+    codes = masks.astype(np.int64)
+    if rule.exclude is not None:
+        bad = np.isin(codes, rule.exclude)
+    elif rule.exclude_bits is not None:
+        bad = np.zeros(codes.shape, dtype=bool)
+        for bit in rule.exclude_bits:
+            bad |= (codes >> bit) & 1 == 1
+    else:
+        bad = ~np.isin(codes, rule.valid)
+    bad &= inside
+    if rule.dilate_pixels:
+        square = np.ones((2 * rule.dilate_pixels + 1,) * 2, dtype=bool)
+        bad = np.array([ndimage.binary_dilation(b, structure=square) for b in bad])
+    data = np.any(stack != spec.nodata, axis=1)
+    return inside & ~bad & data
+
+
+def _rounded(values: np.ndarray, dtype: str) -> np.ndarray:
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+
+
+def _reference(spec: MosaicSpec, stack: np.ndarray, usable: np.ndarray, ranks: list) -> np.ndarray:
+    method = spec.composite.method
+    nodata = np.array(spec.nodata, dtype=spec.dtype)
+    if method == "first_valid":
+        out = np.full(stack.shape[1:], nodata, dtype=spec.dtype)
+        for n in np.argsort(ranks):  # worst first: the best usable pixel is drawn last
+            out[:, usable[n]] = stack[n][:, usable[n]]
+        return out
+    masked = np.where(usable[:, np.newaxis], stack.astype(np.float64), np.nan)
+    reducer = {"median": np.nanmedian, "mean": np.nanmean, "min": np.nanmin, "max": np.nanmax}[method]
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: pixels without a clear observation
+        values = reducer(masked, axis=0)
+    out = _rounded(np.nan_to_num(values), spec.dtype)
+    out[:, ~usable.any(axis=0)] = nodata
+    return out
+
+
+@pytest.mark.parametrize("method", ["first_valid", "median", "mean", "min", "max"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_composite_equals_numpy_over_gdal_warps(
+    name: str, method: str, fixtures: dict[str, CatalogFixture], tmp_path: Path
+) -> None:
+    """Each method over each mask rule: equal to the reference where every observation is in the mosaic's
+    CRS (>= 99.99 %; across CRSs nearest picks may differ by a source pixel: >= 95 %), valid_count exact
+    there; no clear observation -> nodata and a count of 0."""
+    fixture = fixtures[name]
+    spec = _spec(fixture, method)
+    grid, table, ours = _build(spec, fixture.items, tmp_path)
+    stack, masks, ranks = _reference_stack(spec, grid, table, tmp_path / "ref")
+    usable = _usable(spec, stack, masks)
+    expected = _reference(spec, stack, usable, ranks)
+    got, count = ours[: len(spec.bands)], ours[len(spec.bands)]
+    in_crs = np.array([c == spec.crs for c in table["crs"]])
+    native = ~np.any(usable[~in_crs], axis=0) & usable.any(axis=0)  # only scenes in the mosaic's CRS there
+    assert usable.sum(axis=0).max() >= 2 or method == "first_valid", "composites need several observations"
+    data = np.any(stack != spec.nodata, axis=1)
+    assert (data & ~usable).sum() > 1000, "the mask must remove observations (clouds) for this to mean anything"
+    equal = np.all(got == expected, axis=0)
+    if native.sum() > 1000:
+        assert equal[native].mean() >= 0.9999, f"{name} {method}: native pixels equal {equal[native].mean():.5f}"
+        assert (count[native] == usable.sum(axis=0)[native]).all()
+    covered = usable.any(axis=0)
+    assert equal[covered].mean() >= 0.95, f"{name} {method}: pixels equal {equal[covered].mean():.5f}"
+    none = ~covered & (count == 0)
+    assert (got[:, none] == np.array(spec.nodata, dtype=spec.dtype)).all(), "no clear observation: nodata"
+
+
+def test_cloudy_pixels_never_survive_where_a_clear_observation_exists(
+    fixtures: dict[str, CatalogFixture], tmp_path: Path
+) -> None:
+    """The fixture's own truth (its SCL marks clouds and shadows): a first_valid or median pixel never takes
+    a scene's value where that scene is cloudy and another is clear."""
+    fixture = fixtures["pc_s2_l2a"]
+    for method in ("first_valid", "median"):
+        spec = _spec(fixture, method, mask={"asset": "SCL", "exclude": SCL_EXCLUDE})
+        grid, table, ours = _build(spec, fixture.items, tmp_path / method)
+        stack, masks, _ = _reference_stack(spec, grid, table, tmp_path / method / "ref")
+        cloudy = np.isin(masks, [3, 8, 9, 10])
+        clear = ~cloudy & (masks != 0)
+        got = ours[0]
+        # where exactly one scene is clear and the others cloudy, the value is the clear scene's own
+        single = (clear.sum(axis=0) == 1) & cloudy.any(axis=0)
+        assert single.sum() > 500
+        which = np.argmax(clear, axis=0)
+        own = np.take_along_axis(stack[:, 0], which[np.newaxis], axis=0)[0]
+        assert (got[single] == own[single]).mean() >= 0.95, method
+        assert (got[clear.sum(axis=0) == 0] == spec.nodata).all()
+
+
+def test_arrival_order_does_not_change_a_byte(fixtures: dict[str, CatalogFixture], tmp_path: Path) -> None:
+    """Items registered in another order (an incremental catalog) give the same bytes as all at once."""
+    fixture = fixtures["pc_s2_l2a"]
+    spec = _spec(fixture, "median")
+    _, _, first = _build(spec, fixture.items, tmp_path / "a")
+    shuffled = list(fixture.items)
+    random.Random(3).shuffle(shuffled)
+    _, _, second = _build(spec, list(reversed(shuffled)), tmp_path / "b")
+    assert first.tobytes() == second.tobytes()
+
+
+def test_bad_mask_settings_are_spec_errors_naming_the_key(fixtures: dict[str, CatalogFixture]) -> None:
+    fixture = fixtures["pc_s2_l2a"]
+    with pytest.raises(SpecError, match=r"mask: .*exactly one of exclude, exclude_bits or valid"):
+        _spec(fixture, "median", mask={"asset": "SCL", "exclude": [8], "valid": [4]})
+    with pytest.raises(SpecError, match=r"composite.method: median over the mask's class band \['scl'\]"):
+        _spec(fixture, "median", bands=fixture.bands)  # SCL itself among the reduced bands
+    from mosaic_assets.engine.catalog import CatalogError
+
+    spec = _spec(fixture, "first_valid", mask={"asset": "SCL", "exclude": [300]})
+    item = fixture.items[0]
+    item = {
+        **item,
+        "assets": {**item["assets"], "SCL": {**item["assets"]["SCL"], "raster:bands": [{"data_type": "uint8"}]}},
+    }
+    with pytest.raises(CatalogError, match=r"mask.exclude: \[300\] do not fit the mask asset's data type uint8"):
+        scene_table(spec, [item])
+    lacking = {**item, "assets": {k: v for k, v in item["assets"].items() if k != "SCL"}}
+    with pytest.raises(CatalogError, match=rf"item {item['id']}: has no asset 'SCL' \(needed for the mask"):
+        scene_table(_spec(fixture, "median"), [lacking])
