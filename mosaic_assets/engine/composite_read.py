@@ -82,11 +82,10 @@ def composite_block(
     layers = SceneLayers(spec, grid, files, block)
     by_id = sorted(scenes, key=lambda s: s["item_id"])
     with gdal_env(stac=spec.stac):
-        masks = {s["item_id"]: layers.usable(s) for s in by_id}
         if spec.composite.method == "median":
-            data, count = _median(spec, block, layers, by_id, masks)
+            data, count = _median(spec, block, layers, by_id)
         else:
-            data, count = _streamed(spec, block, layers, by_id, masks)
+            data, count = _streamed(spec, block, layers, by_id)
     if not spec.composite.count_band:
         return data
     limit = np.iinfo(spec.dtype).max if np.dtype(spec.dtype).kind in "ui" else np.finfo(spec.dtype).max
@@ -98,8 +97,9 @@ def _observation(spec: MosaicSpec, pixels: np.ndarray, mask: np.ndarray | None, 
     return valid if mask is None else valid & mask[rows]
 
 
-def _streamed(spec, block, layers, scenes, masks) -> tuple[np.ndarray, np.ndarray]:
-    """first_valid (z-order, worst first: the best scene's usable pixels are drawn last), mean, min, max."""
+def _streamed(spec, block, layers, scenes) -> tuple[np.ndarray, np.ndarray]:
+    """first_valid (z-order, worst first: the best scene's usable pixels are drawn last), mean, min, max:
+    one scene's pixels and mask at a time."""
     whole = slice(0, block.shape[0])
     shape = (len(spec.bands), *block.shape)
     method = spec.composite.method
@@ -107,13 +107,13 @@ def _streamed(spec, block, layers, scenes, masks) -> tuple[np.ndarray, np.ndarra
         reducer = StreamingReducer(method, shape, spec.dtype, spec.nodata)
         for scene in scenes:
             pixels = layers.pixels(scene, whole)
-            reducer.add(pixels, _observation(spec, pixels, masks[scene["item_id"]], whole))
+            reducer.add(pixels, _observation(spec, pixels, layers.usable(scene), whole))
         return reducer.result(), reducer.count
     out = np.full(shape, spec.nodata_value, dtype=spec.dtype)
     count = np.zeros(block.shape, dtype=np.int32)
     for scene in sorted(scenes, key=lambda s: int(s[SORT_FIELD])):
         pixels = layers.pixels(scene, whole)
-        valid = _observation(spec, pixels, masks[scene["item_id"]], whole)
+        valid = _observation(spec, pixels, layers.usable(scene), whole)
         out[:, valid] = pixels[:, valid]
         count += valid
     return out, count
@@ -124,9 +124,14 @@ def _strips(height: int, rows: int) -> Iterator[slice]:
         yield slice(start, min(start + rows, height))
 
 
-def _median(spec, block, layers, scenes, masks) -> tuple[np.ndarray, np.ndarray]:
-    """Per row strip: every scene's strip stacked, then the masked median band by band."""
+def _median(spec, block, layers, scenes) -> tuple[np.ndarray, np.ndarray]:
+    """Per row strip: every scene's strip stacked, then the masked median band by band. The scenes'
+    masks are made once on the whole block and kept as bits (a year of scenes: n x block / 8 bytes)."""
     height, width = block.shape
+    packed = {}
+    for scene in scenes:
+        mask = layers.usable(scene)
+        packed[scene["item_id"]] = None if mask is None else np.packbits(mask, axis=1)
     bands, itemsize = len(spec.bands), np.dtype(spec.dtype).itemsize
     budget = int(worker_memory_gb() * 1024**3 * MEDIAN_MEMORY_FRACTION)
     rows = median_strip_rows(max(1, len(scenes)), width, itemsize * bands, budget)
@@ -137,7 +142,9 @@ def _median(spec, block, layers, scenes, masks) -> tuple[np.ndarray, np.ndarray]
         valid = np.empty((len(scenes), strip.stop - strip.start, width), dtype=bool)
         for n, scene in enumerate(scenes):
             stack[n] = layers.pixels(scene, strip)
-            valid[n] = _observation(spec, stack[n], masks[scene["item_id"]], strip)
+            bits = packed[scene["item_id"]]
+            mask = None if bits is None else np.unpackbits(bits[strip], axis=1, count=width).astype(bool)
+            valid[n] = _observation(spec, stack[n], mask, slice(None))
         for band in range(bands):
             out[band, strip] = median(stack[:, band], valid, spec.dtype, spec.nodata)
         count[strip] = valid.sum(axis=0)
