@@ -344,7 +344,12 @@ def demo_data(out_dir: Path, api_url: str, size: str) -> None:
     from mosaic_assets.demo.scenes import SceneSetConfig, collection_document, generate_scenes, scene_item
     from mosaic_assets.demo.stac_load import upsert_collection, upsert_items
 
-    config = SceneSetConfig() if size == "demo" else SceneSetConfig(scene_size=512, scenes_per_date=3)
+    # with clouds, their shadows and an SCL-like class asset: the demo's median composite masks them
+    config = (
+        SceneSetConfig(clouds=True)
+        if size == "demo"
+        else SceneSetConfig(scene_size=512, scenes_per_date=3, clouds=True)
+    )
     scenes = generate_scenes(out_dir, config)
     now = datetime.now(UTC)
     items = [scene_item(s, config.collection, now) for s in scenes]

@@ -5,6 +5,11 @@ real bugs: textured content at every scale (a nearest-neighbour pick one pixel o
 scene-specific offset (a wrong best-on-top order shows up), nodata borders around a tilted
 acquisition footprint (a mask bug shows up), DEFLATE COGs with 512 blocks and overviews, scenes
 in two UTM zones (reprojection), overlapping footprints and varying ``eo:cloud_cover``.
+
+With ``clouds`` (the demo's scenes): bright cloud blobs with their shadows cast beside them, and a
+Sentinel-2 SCL-like class asset ``scl`` at half the resolution (20 m under 10 m bands: 0 nodata,
+3 cloud shadow, 4 vegetation, 5 not vegetated, 8/9 cloud medium/high probability), so a masked median
+has something to remove; ``eo:cloud_cover`` is then the scene's real cloud percentage.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class SceneSetConfig:
     spread_m: float = 8_000.0  # how far scene centres scatter from the centre
     utm_zones: tuple[int, ...] = (32, 33)  # scene k is in UTM zone utm_zones[k % len]: reprojection unless (32,)
     seed: int = 42
+    clouds: bool = False  # clouds, shadows and an SCL-like class asset (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,7 @@ class Scene:
     acquired: datetime
     cloud_cover: float
     footprint: geom.Geometry  # valid-data polygon, EPSG:4326
+    scl_path: Path | None = None  # the class asset at twice the pixel size (``SceneSetConfig.clouds``)
 
 
 def _field(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -98,13 +105,51 @@ def _valid_mask(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nda
     return inside, corners
 
 
-def _write_cog(path: Path, data: np.ndarray, epsg: int, transform: Affine) -> None:
+SCL_ASSET = "scl"
+SHADOW, VEGETATION, NOT_VEGETATED, CLOUD_MEDIUM, CLOUD_HIGH = 3, 4, 5, 8, 9
+
+
+def _clouds(rng: np.random.Generator, size: int, resolution: float) -> tuple[np.ndarray, np.ndarray]:
+    """Cloud opacity (0..1) of a few soft blobs, and the shadow they cast (the blobs shifted ~1 km)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    opacity = np.zeros((size, size), dtype=np.float32)
+    for _ in range(int(rng.integers(0, 5))):
+        cy, cx = rng.uniform(0, size, size=2)
+        radius = rng.uniform(0.04, 0.12) * size
+        opacity = np.maximum(opacity, np.exp(-(((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius**2))))
+    opacity = np.where(opacity > 0.25, opacity, 0)
+    dy, dx = (np.array([0.6, 0.8]) * 1000 / resolution).astype(int)
+    shadow = np.zeros((size, size), dtype=bool)
+    shadow[dy:, dx:] = opacity[:-dy, :-dx] > 0
+    return opacity, shadow & (opacity == 0)
+
+
+def _with_clouds(pixels: np.ndarray, opacity: np.ndarray, shadow: np.ndarray) -> np.ndarray:
+    """Clouds brighten every band towards ~8000, shadows darken them to 40 %."""
+    out = pixels.astype(np.float32)
+    out = out * (1 - opacity) + 8000 * opacity
+    out[:, shadow] *= 0.4
+    return np.clip(np.rint(out), 1, 65535).astype("uint16")
+
+
+def _classes(pixels: np.ndarray, inside: np.ndarray, opacity: np.ndarray, shadow: np.ndarray) -> np.ndarray:
+    """SCL-like classes at the scene's resolution: vegetation where nir > red, clouds by opacity."""
+    red, nir = pixels[2].astype(np.int32), pixels[3].astype(np.int32)
+    classes = np.where(nir > red, VEGETATION, NOT_VEGETATED).astype("uint8")
+    classes[shadow] = SHADOW
+    classes[opacity > 0] = CLOUD_MEDIUM
+    classes[opacity > 0.6] = CLOUD_HIGH
+    classes[~inside] = NODATA
+    return classes
+
+
+def _write_cog(path: Path, data: np.ndarray, epsg: int, transform: Affine, names: tuple[str, ...] = BAND_NAMES) -> None:
     profile = dict(
         driver="GTiff",
         width=data.shape[2],
         height=data.shape[1],
         count=data.shape[0],
-        dtype="uint16",
+        dtype=str(data.dtype),
         crs=f"EPSG:{epsg}",
         transform=transform,
         nodata=NODATA,
@@ -112,7 +157,7 @@ def _write_cog(path: Path, data: np.ndarray, epsg: int, transform: Affine) -> No
     with MemoryFile() as mem:
         with mem.open(**profile) as tmp:
             tmp.write(data)
-            for b, name in enumerate(BAND_NAMES[: data.shape[0]], start=1):
+            for b, name in enumerate(names[: data.shape[0]], start=1):
                 tmp.set_band_description(b, name)
         with mem.open() as src:
             rasterio.shutil.copy(
@@ -122,7 +167,7 @@ def _write_cog(path: Path, data: np.ndarray, epsg: int, transform: Affine) -> No
                 COMPRESS="DEFLATE",
                 BLOCKSIZE=512,
                 OVERVIEWS="AUTO",
-                OVERVIEW_RESAMPLING="AVERAGE",
+                OVERVIEW_RESAMPLING="AVERAGE" if data.dtype != np.uint8 else "NEAREST",
                 PREDICTOR=2,
             )
 
@@ -148,9 +193,19 @@ def generate_scenes(out_dir: Path, config: SceneSetConfig = SceneSetConfig()) ->
             data += 37 * (day_index * config.scenes_per_date + k)  # scene-specific offset
             inside, corners = _valid_mask(rng, config.scene_size)
             pixels = np.clip(np.rint(data), 1, 65535).astype("uint16")
-            pixels[:, ~inside] = NODATA
             item_id = f"demo-{day:%Y%m%d}-{k:02d}-utm{epsg % 100}"
             path = out_dir / f"{item_id}.tif"
+            scl_path, cloud_cover = None, round(float(rng.uniform(0, 60)), 2)
+            if config.clouds:  # its own generator: the scenes' other pixels stay those of clouds: false
+                opacity, shadow = _clouds(
+                    np.random.default_rng([config.seed, day_index, k]), config.scene_size, config.resolution
+                )
+                pixels = _with_clouds(pixels, opacity, shadow)
+                classes = _classes(pixels, inside, opacity, shadow)[::2, ::2]  # the 20 m pixel's top-left 10 m class
+                scl_path = (out_dir / f"{item_id}_scl.tif").resolve()
+                _write_cog(scl_path, classes[np.newaxis], epsg, transform * Affine.scale(2), names=("scl",))
+                cloud_cover = round(float((opacity[inside] > 0).mean() * 100), 2)
+            pixels[:, ~inside] = NODATA
             _write_cog(path, pixels, epsg, transform)
             world = [transform * (float(x), float(y)) for x, y in corners]
             # ~16 points per edge, like real catalogs' footprints (Earth Search's Sentinel-2: tens of
@@ -167,8 +222,9 @@ def generate_scenes(out_dir: Path, config: SceneSetConfig = SceneSetConfig()) ->
                     transform,
                     (config.scene_size, config.scene_size),
                     acquired,
-                    round(float(rng.uniform(0, 60)), 2),
+                    cloud_cover,
                     footprint,
+                    scl_path,
                 )
             )
     return scenes
@@ -178,7 +234,7 @@ def scene_item(scene: Scene, collection: str, updated: datetime) -> dict:
     """The STAC item of a scene, with the projection and eo extensions filled in."""
     t = scene.transform
     bounds = scene.footprint.boundingbox
-    return {
+    item = {
         "type": "Feature",
         "stac_version": "1.0.0",
         "stac_extensions": [
@@ -207,6 +263,17 @@ def scene_item(scene: Scene, collection: str, updated: datetime) -> dict:
         },
         "links": [],
     }
+    if scene.scl_path is not None:  # a 20 m asset of its own grid, as Sentinel-2's SCL
+        coarse = t * Affine.scale(2)
+        item["assets"][SCL_ASSET] = {
+            "href": str(scene.scl_path),
+            "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+            "roles": ["data"],
+            "proj:shape": [scene.shape[0] // 2, scene.shape[1] // 2],
+            "proj:transform": [coarse.a, coarse.b, coarse.c, coarse.d, coarse.e, coarse.f],
+            "raster:bands": [{"nodata": NODATA, "data_type": "uint8"}],
+        }
+    return item
 
 
 def collection_document(collection: str, items: list[dict]) -> dict:
