@@ -303,3 +303,15 @@ def test_masked_median_through_dagster(fixtures: dict[str, CatalogFixture], stac
             history = storage.get_asset_check_execution_history(dg.AssetCheckKey(chunks, name), limit=1000)
             results = [h for h in history if h.status != Status.PLANNED]
             assert results and all(h.status == Status.SUCCEEDED for h in results), (name, results)
+
+
+def test_partitioning_does_not_change_a_byte(fixtures: dict[str, CatalogFixture], tmp_path: Path) -> None:
+    """Masks are dilated across block edges (read with a margin): the grid cut into several partitions
+    gives the same bytes as one partition holding it all."""
+    fixture = fixtures["pc_s2_l2a"]
+    small = _spec(fixture, "median", chunks={"y": 64, "x": 64}, partition_bytes="100KiB")
+    whole = _spec(fixture, "median", chunks={"y": 64, "x": 64}, partition_bytes="64MiB")
+    assert len(MosaicGrid.from_spec(small).block_keys()) > 4 and len(MosaicGrid.from_spec(whole).block_keys()) == 1
+    _, _, cut = _build(small, fixture.items, tmp_path / "cut")
+    _, _, one = _build(whole, fixture.items, tmp_path / "one")
+    assert cut.tobytes() == one.tobytes()

@@ -48,10 +48,14 @@ class SceneLayers:
     def __init__(self, spec: MosaicSpec, grid: MosaicGrid, files: GtiFiles, block: Block) -> None:
         self.spec, self.grid, self.files, self.block = spec, grid, files, block
 
-    def group(self, group: ReadGroup, scene: dict, rows: slice) -> np.ndarray:
-        window = Window(
-            self.block.cols.start, self.block.rows.start + rows.start, self.block.shape[1], rows.stop - rows.start
-        )
+    def group(self, group: ReadGroup, scene: dict, rows: slice, margin: int = 0) -> np.ndarray:
+        """The group's pixels of ``rows`` of the block, grown by ``margin`` pixels on every side the grid
+        has room for (a dilation must see the clouds just outside the block)."""
+        height, width = self.grid.shape
+        top, left = max(0, self.block.rows.start + rows.start - margin), max(0, self.block.cols.start - margin)
+        bottom = min(height, self.block.rows.start + rows.stop + margin)
+        right = min(width, self.block.cols.stop + margin)
+        window = Window(left, top, right - left, bottom - top)
         if "signed" in scene:
             with signed_gti(self.spec, self.grid, group, [scene]) as gti:
                 return gti.read(window=window)
@@ -67,12 +71,17 @@ class SceneLayers:
 
     def usable(self, scene: dict) -> np.ndarray | None:
         """(y, x) of the whole block: what the scene's mask band lets through (None without a mask).
-        Always the whole block, so a dilation never stops at a strip's edge."""
+        Always the whole block and a margin as wide as the dilation, so a dilation never stops at a
+        strip's or a block's edge: the bytes do not depend on how the grid is cut into partitions."""
         group = mask_group(self.spec)
         if group is None:
             return None
-        values = self.group(group, scene, slice(0, self.block.shape[0]))[0]
-        return usable(self.spec, self.spec.mask, values)
+        margin = self.spec.mask.dilate_pixels
+        values = self.group(group, scene, slice(0, self.block.shape[0]), margin)[0]
+        top = self.block.rows.start - max(0, self.block.rows.start - margin)
+        left = self.block.cols.start - max(0, self.block.cols.start - margin)
+        height, width = self.block.shape
+        return usable(self.spec, self.spec.mask, values)[top : top + height, left : left + width]
 
 
 def composite_block(

@@ -223,9 +223,13 @@ def read_block(
     """(band, y, x) pixels of the block, one GTI read per read group (``bandgroups``) stacked in the
     spec's band order, under the writer's GDAL config. ``exclude``: item ids the read leaves out (the
     GTI's FILTER open option, so the index itself is never rewritten). ``signed``: the block's scenes
-    with freshly signed paths: read through a GTI of just those scenes, held in memory (``signed_gti``)."""
-    if needs_scene_reads(spec):  # masks, reducers, the count band: scene by scene (composite_read)
-        chosen = [s for s in (signed or scenes or []) if s["item_id"] not in (exclude or ())]
+    with freshly signed paths: read through a GTI of just those scenes, held in memory (``signed_gti``).
+    A spec with a mask, a reducer or the count band composites the block scene by scene instead
+    (``composite_read``): ``scenes`` (``block_scenes``) or ``signed`` must then name them."""
+    if needs_scene_reads(spec):
+        if signed is None and scenes is None:
+            raise ValueError(f"block {block.key}: a composite needs the block's scenes (block_scenes)")
+        chosen = [s for s in (signed or scenes) if s["item_id"] not in (exclude or ())]
         return composite_block(spec, grid, files, block, chosen)
     window = Window(block.cols.start, block.rows.start, block.shape[1], block.shape[0])
     groups = read_groups(spec)
