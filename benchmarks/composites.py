@@ -961,7 +961,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--height", type=int, default=Layout.height, help="grid height, px at 10 m")
     parser.add_argument("--partition-bytes", default="32MiB", help="the spec's partition_bytes (default 32MiB)")
     parser.add_argument("--generate-only", action="store_true", help="make (or find) the scenes and stop")
-    parser.add_argument("--wait-for", default="/tmp/full2.log", help="before timing, wait for a line in this file")
+    parser.add_argument("--wait-for", help="before timing, wait for a line starting with --wait-prefix in this file")
     parser.add_argument("--wait-prefix", default="rc=")
     parser.add_argument("--wait-timeout", type=float, default=25 * 60, help="seconds (default 25 min)")
     parser.add_argument("--quiet", type=float, default=0.3, help="before each run, wait until others use fewer cores")
