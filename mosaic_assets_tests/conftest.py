@@ -197,7 +197,11 @@ def local_scene_items(folder: Path, collection: str, seed: int) -> list[dict]:
 
 def engine_setup(items: list[dict], tmp: Path, **spec_overrides) -> EngineSetup:
     """Spec -> grid -> scene table -> GTI of 2024-06-01 -> template with one time step."""
-    spec = parse_specs(spec_document("http://127.0.0.1:1", **spec_overrides))[0]
+    return engine_setup_for(parse_specs(spec_document("http://127.0.0.1:1", **spec_overrides))[0], items, tmp)
+
+
+def engine_setup_for(spec: MosaicSpec, items: list[dict], tmp: Path) -> EngineSetup:
+    """``engine_setup`` for a spec of the caller's own (catalog fixtures, composites)."""
     grid = MosaicGrid.from_spec(spec)
     table = scene_table(spec, items)
     files = GtiFiles.for_step(tmp / "gti", "2024-06-01")

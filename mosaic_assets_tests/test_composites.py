@@ -19,13 +19,12 @@ from scipy import ndimage
 
 from mosaic_assets.engine.catalog import scene_assets, scene_table
 from mosaic_assets.engine.grid import MosaicGrid
-from mosaic_assets.engine.gti import GtiFiles, build_gti, priorities
+from mosaic_assets.engine.gti import priorities
 from mosaic_assets.engine.spec import MosaicSpec, SpecError, parse_specs
-from mosaic_assets.engine.store import ensure_template
 from mosaic_assets.engine.writer import write_block
 
 from .catalog_fixtures import CatalogFixture, make_fixture
-from .conftest import run_reference_warp
+from .conftest import engine_setup_for, run_reference_warp
 
 SCL_EXCLUDE = [0, 1, 3, 8, 9, 10]  # nodata, saturated, cloud shadow, cloud medium/high, cirrus
 CASES = {
@@ -86,15 +85,10 @@ def _spec(fixture: CatalogFixture, method: str, **overrides) -> MosaicSpec:
 
 
 def _build(spec: MosaicSpec, items: list[dict], tmp: Path) -> tuple[MosaicGrid, object, np.ndarray]:
-    grid = MosaicGrid.from_spec(spec)
-    table = scene_table(spec, items)
-    files = GtiFiles.for_step(tmp / "gti", "2024-06-01")
-    build_gti(spec, grid, table, files)
-    store = str(tmp / "store.zarr")
-    ensure_template(spec, grid, store, 1)
-    for block in grid.blocks():
-        write_block(spec, grid, store, files, 0, block)
-    return grid, table, xr.open_zarr(store, mask_and_scale=False)["mosaic"][0].values
+    built = engine_setup_for(spec, items, tmp)
+    for block in built.grid.blocks():
+        write_block(spec, built.grid, built.store, built.files, 0, block)
+    return built.grid, built.table, xr.open_zarr(built.store, mask_and_scale=False)["mosaic"][0].values
 
 
 def _file_nodata(path: str, fallback: float) -> float:
