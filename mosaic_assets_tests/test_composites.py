@@ -160,20 +160,22 @@ def _rounded(values: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def _reference(spec: MosaicSpec, stack: np.ndarray, usable: np.ndarray, ranks: list) -> np.ndarray:
+    """Per band over its own observations: a usable scene pixel where that band holds data."""
     method = spec.composite.method
     nodata = np.array(spec.nodata, dtype=spec.dtype)
+    observed = usable[:, np.newaxis] & (stack != spec.nodata)
     if method == "first_valid":
         out = np.full(stack.shape[1:], nodata, dtype=spec.dtype)
         for n in np.argsort(ranks):  # worst first: the best usable pixel is drawn last
-            out[:, usable[n]] = stack[n][:, usable[n]]
+            out[observed[n]] = stack[n][observed[n]]
         return out
-    masked = np.where(usable[:, np.newaxis], stack.astype(np.float64), np.nan)
+    masked = np.where(observed, stack.astype(np.float64), np.nan)
     reducer = {"median": np.nanmedian, "mean": np.nanmean, "min": np.nanmin, "max": np.nanmax}[method]
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: pixels without a clear observation
         values = reducer(masked, axis=0)
     out = _rounded(np.nan_to_num(values), spec.dtype)
-    out[:, ~usable.any(axis=0)] = nodata
+    out[~observed.any(axis=0)] = nodata
     return out
 
 
@@ -256,9 +258,43 @@ def test_bad_mask_settings_are_spec_errors_naming_the_key(fixtures: dict[str, Ca
     }
     with pytest.raises(CatalogError, match=r"mask.exclude: \[300\] do not fit the mask asset's data type uint8"):
         scene_table(spec, [item])
-    lacking = {**item, "assets": {k: v for k, v in item["assets"].items() if k != "SCL"}}
-    with pytest.raises(CatalogError, match=rf"item {item['id']}: has no asset 'SCL' \(needed for the mask"):
-        scene_table(_spec(fixture, "median"), [lacking])
+
+
+def test_an_item_lacking_its_mask_asset_fails_its_partitions_or_is_skipped(
+    fixtures: dict[str, CatalogFixture], tmp_path: Path
+) -> None:
+    """The catalog keeps the item (a time step is not lost to one item); each partition it touches (all
+    of this fixture's) fails naming item and asset, writing nothing, or under ``bad_scenes: skip`` is
+    written without it, listing it, with the bytes of a build that never had it."""
+    from mosaic_assets.engine.writer import SceneReadError
+
+    fixture = fixtures["pc_s2_l2a"]
+    first = fixture.items[0]
+    lacking = {**first, "assets": {k: v for k, v in first["assets"].items() if k != "SCL"}}
+    items = [lacking, *fixture.items[1:]]
+    spec = _spec(fixture, "median")
+    built = engine_setup_for(spec, items, tmp_path / "fail")
+    touched, untouched = 0, 0
+    for block in built.grid.blocks():
+        try:
+            write_block(spec, built.grid, built.store, built.files, 0, block)
+            untouched += 1
+        except SceneReadError as exc:
+            assert f"item {first['id']}: has no asset 'SCL' (needed for the mask (spec.mask))" in str(exc)
+            touched += 1
+    assert touched >= 2, (touched, untouched)  # the item covers this fixture's whole area
+    written = xr.open_zarr(built.store, mask_and_scale=False)["mosaic"].values
+    assert (written == spec.nodata).all()  # the failed blocks wrote nothing: their chunks are absent
+
+    skip = _spec(fixture, "median", bad_scenes="skip")
+    built = engine_setup_for(skip, items, tmp_path / "skip")
+    listed = set()
+    for block in built.grid.blocks():
+        result = write_block(skip, built.grid, built.store, built.files, 0, block)
+        listed |= {s.item_id for s in result.skipped}
+    assert listed == {first["id"]}
+    without = _build(skip, fixture.items[1:], tmp_path / "without")[2]
+    np.testing.assert_array_equal(xr.open_zarr(built.store, mask_and_scale=False)["mosaic"][0].values, without)
 
 
 def test_masked_median_through_dagster(fixtures: dict[str, CatalogFixture], stac_api: str, tmp_path: Path) -> None:

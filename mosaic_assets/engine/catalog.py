@@ -228,6 +228,9 @@ def _catalog_signer(spec: MosaicSpec) -> Callable[[dict], dict | None]:
     return sign
 
 
+MISSING = "missing"  # an asset entry's key when the item lacks that (mask) asset: the reason, naming both
+
+
 def scene_assets(table: pd.DataFrame) -> list[dict]:
     """Each scene's assets (asset key -> href, own grid, band metadata). A table from before per-asset
     grids existed gives every asset the item's grid and no band metadata, as it was then read."""
@@ -472,7 +475,12 @@ def _asset_entry(
         bands += [b for b in mask.bands if b not in bands]
     if not isinstance(asset, dict):
         needed = f"band {bands[0].name!r}" if bands[0].name != "mask" else "the mask (spec.mask)"
-        raise CatalogError(f"item {item_id}: has no asset {asset_key!r} (needed for {needed})")
+        reason = f"item {item_id}: has no asset {asset_key!r} (needed for {needed})"
+        if needed.startswith("the mask"):
+            # recorded, not raised: the item's partitions fail naming it (or skip it: bad_scenes: skip),
+            # and the other items of the time step are written
+            return {MISSING: reason}
+        raise CatalogError(reason)
     declared = band_count(asset)
     for band in bands:
         if declared and band.index > declared:
@@ -533,7 +541,8 @@ def _scene_row(spec: MosaicSpec, item: dict, policy: HrefPolicy, signed: dict | 
     except AssetMetadataError as exc:
         raise CatalogError(str(exc)) from None
     # the item's own grid: its finest asset's (footprints in the GTI, the anchor, the benchmarks)
-    finest = min(assets.values(), key=lambda a: math.hypot(a["transform"][0], a["transform"][3]))
+    present = [a for a in assets.values() if MISSING not in a]
+    finest = min(present, key=lambda a: math.hypot(a["transform"][0], a["transform"][3]))
     sort_value = props.get(spec.best_on_top.property)
     when = _item_datetime(item)
     return {
@@ -546,7 +555,7 @@ def _scene_row(spec: MosaicSpec, item: dict, policy: HrefPolicy, signed: dict | 
         "crs": finest["crs"],
         "transform": finest["transform"],
         "shape": finest["shape"],
-        "hrefs": json.dumps({k: a["href"] for k, a in assets.items()}, sort_keys=True),
+        "hrefs": json.dumps({k: a["href"] for k, a in assets.items() if MISSING not in a}, sort_keys=True),
         "assets": json.dumps(assets, sort_keys=True),
         "geometry": _item_geometry(item_id, item.get("geometry")),
     }

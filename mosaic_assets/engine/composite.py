@@ -76,9 +76,10 @@ def _to_out(values: np.ndarray, out_dtype: np.dtype) -> np.ndarray:
 class StreamingReducer:
     """Mean, min or max (and the valid count) over observations added one at a time, in O(block) memory.
 
-    State: the count as int32 (y, x); for ``mean`` a float64 sum (bands, y, x); for ``min``/``max`` a
-    running extreme in the input dtype (fixed by the first :meth:`add`), so nothing grows with the
-    number of scenes.
+    State: the count of each band as int32 (bands, y, x), since a band's own nodata is no observation of
+    it (a 20 m band's footprint edge is not a 10 m band's); for ``mean`` a float64 sum (bands, y, x); for
+    ``min``/``max`` a running extreme in the input dtype (fixed by the first :meth:`add`), so nothing
+    grows with the number of scenes.
 
     Order: count, min and max are exactly independent of the order of :meth:`add` calls. The mean sums
     in float64: for integer inputs (at most 32 bits) every partial sum stays an integer below 2**53 for
@@ -104,15 +105,18 @@ class StreamingReducer:
         self.out_dtype = np.dtype(out_dtype)
         self.nodata = _nodata_scalar(nodata, self.out_dtype)
         self._in_dtype: np.dtype | None = None
-        self._count = np.zeros(self.shape[1:], dtype=np.int32)
+        self._count = np.zeros(self.shape, dtype=np.int32)
         self._state: np.ndarray | None = np.zeros(self.shape, np.float64) if method == "mean" else None
 
     def add(self, pixels: np.ndarray, valid: np.ndarray) -> None:
-        """Fold in one observation: ``pixels`` (bands, y, x) where ``valid`` (y, x) is True."""
+        """Fold in one observation: ``pixels`` (bands, y, x) where ``valid`` is True, one mask for every
+        band (y, x) or one per band (bands, y, x)."""
         if pixels.shape != self.shape:
             raise ValueError(f"pixels shape {pixels.shape} is not the reducer's {self.shape}")
-        if valid.shape != self.shape[1:] or valid.dtype != np.bool_:
-            raise ValueError(f"valid must be a bool array of shape {self.shape[1:]}, got {valid.dtype} {valid.shape}")
+        if valid.shape not in (self.shape, self.shape[1:]) or valid.dtype != np.bool_:
+            raise ValueError(
+                f"valid must be a bool array of shape {self.shape[1:]} or {self.shape}, got {valid.dtype} {valid.shape}"
+            )
         dtype = _input_dtype(pixels.dtype)
         if self._in_dtype is None:
             self._in_dtype = dtype
@@ -124,18 +128,18 @@ class StreamingReducer:
                 self._state = np.full(self.shape, start, dtype=dtype)
         elif dtype != self._in_dtype:
             raise TypeError(f"pixels are {dtype}, earlier observations were {self._in_dtype}")
-        where = valid[np.newaxis]  # ufunc ``where`` broadcasts: no (bands, y, x) temporaries
+        where = valid if valid.ndim == 3 else valid[np.newaxis]  # ufunc ``where`` broadcasts: no temporaries
         if self.method == "mean":
             np.add(self._state, pixels, out=self._state, where=where)
         elif self.method == "min":
             np.minimum(self._state, pixels, out=self._state, where=where)
         else:
             np.maximum(self._state, pixels, out=self._state, where=where)
-        self._count += valid
+        np.add(self._count, where, out=self._count)
 
     @property
     def count(self) -> np.ndarray:
-        """(y, x) int32: how many usable observations each pixel has seen (a copy)."""
+        """(bands, y, x) int32: how many usable observations each band of each pixel has seen (a copy)."""
         return self._count.copy()
 
     @property
@@ -153,7 +157,7 @@ class StreamingReducer:
         else:
             values = self._state
         out = _to_out(values, self.out_dtype)
-        out[:, ~seen] = self.nodata
+        out[~seen] = self.nodata
         return out
 
 
@@ -197,16 +201,17 @@ def median(stack: np.ndarray, valid: np.ndarray, out_dtype: DTypeLike, nodata: f
     return out
 
 
-def median_strip_rows(n_obs: int, width: int, itemsize: int, memory_bytes: int) -> int:
-    """Rows of one band's (n_obs, rows, width) stack that :func:`median` can reduce in ``memory_bytes``:
-    the stack, its sorted copy, the bool mask and the per-pixel working arrays. At least 1, so a tiny
-    budget still makes progress (one row at a time); the caller reads scene strips of that height."""
-    if n_obs < 0 or width <= 0 or itemsize <= 0 or memory_bytes < 0:
+def median_strip_rows(n_obs: int, width: int, itemsize: int, memory_bytes: int, bands: int = 1) -> int:
+    """Rows of a (n_obs, bands, rows, width) stack that :func:`median` can reduce one band at a time in
+    ``memory_bytes``: the stack, one band's sorted copy, its bool mask, the caller's scene masks and the
+    per-pixel working arrays. At least 1, so a tiny budget still makes progress (one row at a time); the
+    caller reads scene strips of that height."""
+    if n_obs < 0 or width <= 0 or itemsize <= 0 or memory_bytes < 0 or bands < 1:
         raise ValueError(
-            f"need n_obs >= 0, width > 0, itemsize > 0, memory_bytes >= 0; "
-            f"got {n_obs=}, {width=}, {itemsize=}, {memory_bytes=}"
+            f"need n_obs >= 0, width > 0, itemsize > 0, memory_bytes >= 0, bands >= 1; "
+            f"got {n_obs=}, {width=}, {itemsize=}, {memory_bytes=}, {bands=}"
         )
-    per_row = width * (n_obs * (2 * itemsize + 1) + _MEDIAN_PIXEL_OVERHEAD)
+    per_row = width * (n_obs * ((bands + 1) * itemsize + 2) + _MEDIAN_PIXEL_OVERHEAD)
     return max(1, memory_bytes // per_row)
 
 

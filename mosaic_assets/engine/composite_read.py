@@ -30,7 +30,7 @@ from .object_store import vsi_path
 from .signed_read import signed_gti
 from .spec import MosaicSpec
 
-MEDIAN_MEMORY_FRACTION = 0.25  # of the worker's memory, for one strip's stack and its sorted copy
+MEDIAN_MEMORY_FRACTION = 0.35  # of the worker's memory: one strip of one group's stack, a band's sorted copy
 
 
 def needs_scene_reads(spec: MosaicSpec) -> bool:
@@ -101,30 +101,41 @@ def composite_block(
     return np.concatenate([data, np.minimum(count, limit).astype(spec.dtype)[np.newaxis]])
 
 
-def _observation(spec: MosaicSpec, pixels: np.ndarray, mask: np.ndarray | None, rows: slice) -> np.ndarray:
-    valid = spec.valid_mask(pixels)
-    return valid if mask is None else valid & mask[rows]
+def _holds_data(spec: MosaicSpec, pixels: np.ndarray) -> np.ndarray:
+    """(bands, y, x): where each band holds data. A band's own nodata is no observation of that band,
+    so a median never takes a fill value (a 20 m band's footprint edge under 10 m bands)."""
+    return ~np.isnan(pixels) if np.isnan(spec.nodata) else pixels != spec.nodata_value
+
+
+def _observations(spec: MosaicSpec, pixels: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """(bands, y, x): usable observations of each band (its data, under the scene's mask)."""
+    holds = _holds_data(spec, pixels)
+    if mask is not None:
+        holds &= mask
+    return holds
 
 
 def _streamed(spec, block, layers, scenes) -> tuple[np.ndarray, np.ndarray]:
     """first_valid (z-order, worst first: the best scene's usable pixels are drawn last), mean, min, max:
-    one scene's pixels and mask at a time."""
+    one scene's pixels and mask at a time. The count: pixels where any band is a usable observation."""
     whole = slice(0, block.shape[0])
     shape = (len(spec.bands), *block.shape)
+    count = np.zeros(block.shape, dtype=np.int32)
     method = spec.composite.method
     if method != "first_valid":
         reducer = StreamingReducer(method, shape, spec.dtype, spec.nodata)
         for scene in scenes:
             pixels = layers.pixels(scene, whole)
-            reducer.add(pixels, _observation(spec, pixels, layers.usable(scene), whole))
-        return reducer.result(), reducer.count
+            valid = _observations(spec, pixels, layers.usable(scene))
+            reducer.add(pixels, valid)
+            count += valid.any(axis=0)
+        return reducer.result(), count
     out = np.full(shape, spec.nodata_value, dtype=spec.dtype)
-    count = np.zeros(block.shape, dtype=np.int32)
     for scene in sorted(scenes, key=lambda s: int(s[SORT_FIELD])):
         pixels = layers.pixels(scene, whole)
-        valid = _observation(spec, pixels, layers.usable(scene), whole)
-        out[:, valid] = pixels[:, valid]
-        count += valid
+        valid = _observations(spec, pixels, layers.usable(scene))
+        np.copyto(out, pixels, where=valid)
+        count += valid.any(axis=0)
     return out, count
 
 
@@ -134,27 +145,36 @@ def _strips(height: int, rows: int) -> Iterator[slice]:
 
 
 def _median(spec, block, layers, scenes) -> tuple[np.ndarray, np.ndarray]:
-    """Per row strip: every scene's strip stacked, then the masked median band by band. The scenes'
-    masks are made once on the whole block and kept as bits (a year of scenes: n x block / 8 bytes)."""
+    """Read group by read group (each band is read once per scene, whatever the others), per row strip:
+    every scene's strip of the group stacked, then the masked median band by band. Strips are sized
+    for one group's stack, so a block of single-band assets is usually one strip. The scenes' masks are
+    made once on the whole block and kept as bits (a year of scenes: n x block / 8 bytes), and so is
+    where each scene gave any band a usable observation (the count band)."""
     height, width = block.shape
-    packed = {}
+    masks = {}
     for scene in scenes:
         mask = layers.usable(scene)
-        packed[scene["item_id"]] = None if mask is None else np.packbits(mask, axis=1)
-    bands, itemsize = len(spec.bands), np.dtype(spec.dtype).itemsize
+        masks[scene["item_id"]] = None if mask is None else np.packbits(mask, axis=1)
+    counted = np.zeros((len(scenes), height, (width + 7) // 8), dtype=np.uint8)
     budget = int(worker_memory_gb() * 1024**3 * MEDIAN_MEMORY_FRACTION)
-    rows = median_strip_rows(max(1, len(scenes)), width, itemsize * bands, budget)
-    out = np.empty((bands, height, width), dtype=spec.dtype)
+    itemsize = np.dtype(spec.dtype).itemsize
+    out = np.empty((len(spec.bands), height, width), dtype=spec.dtype)
+    for group in read_groups(spec):
+        rows = median_strip_rows(max(1, len(scenes)), width, itemsize, budget, bands=len(group.bands))
+        for strip in _strips(height, rows):
+            stack = np.empty((len(scenes), len(group.bands), strip.stop - strip.start, width), dtype=spec.dtype)
+            usable = np.ones((len(scenes), strip.stop - strip.start, width), dtype=bool)
+            for n, scene in enumerate(scenes):
+                stack[n] = layers.group(group, scene, strip)
+                bits = masks[scene["item_id"]]
+                if bits is not None:
+                    usable[n] = np.unpackbits(bits[strip], axis=1, count=width).view(bool)
+            for i, position in enumerate(group.positions):
+                valid = _holds_data(spec, stack[:, i])
+                valid &= usable
+                out[position, strip] = median(stack[:, i], valid, spec.dtype, spec.nodata)
+                counted[:, strip] |= np.packbits(valid, axis=2)
     count = np.zeros(block.shape, dtype=np.int32)
-    for strip in _strips(height, rows):
-        stack = np.empty((len(scenes), bands, strip.stop - strip.start, width), dtype=spec.dtype)
-        valid = np.empty((len(scenes), strip.stop - strip.start, width), dtype=bool)
-        for n, scene in enumerate(scenes):
-            stack[n] = layers.pixels(scene, strip)
-            bits = packed[scene["item_id"]]
-            mask = None if bits is None else np.unpackbits(bits[strip], axis=1, count=width).astype(bool)
-            valid[n] = _observation(spec, stack[n], mask, slice(None))
-        for band in range(bands):
-            out[band, strip] = median(stack[:, band], valid, spec.dtype, spec.nodata)
-        count[strip] = valid.sum(axis=0)
+    for bits in counted:
+        count += np.unpackbits(bits, axis=1, count=width).view(bool)
     return out, count

@@ -23,7 +23,7 @@ from odc.geo import geom
 from pyproj import CRS
 
 from .bandgroups import ReadGroup, index_groups
-from .catalog import scene_assets
+from .catalog import MISSING, scene_assets
 from .grid import MosaicGrid
 from .object_store import Location, fetch, is_remote, join, local_cache_dir, upload, vsi_path
 from .spec import MosaicSpec
@@ -199,10 +199,16 @@ def staged_locally(spec: MosaicSpec, grid: MosaicGrid, files: GtiFiles) -> GtiFi
     return local
 
 
+def _location(spec: MosaicSpec, group: ReadGroup, asset: dict) -> str:
+    """The tile's dataset name; empty for an asset the item lacks (``catalog.MISSING``): the writer
+    refuses that scene before reading (``writer.verify_scenes``), so GDAL never opens it."""
+    return "" if MISSING in asset else tile_location(spec, group, asset)
+
+
 def _index_frame(spec: MosaicSpec, grid: MosaicGrid, scenes: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     assets = [json.dumps(a, sort_keys=True) for a in scene_assets(scenes)]
     columns: dict[str, list] = {
-        group.location_field: [tile_location(spec, group, json.loads(a)[group.asset]) for a in assets]
+        group.location_field: [_location(spec, group, json.loads(a)[group.asset]) for a in assets]
         for group in index_groups(spec)
     }
     return gpd.GeoDataFrame(

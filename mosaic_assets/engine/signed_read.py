@@ -20,7 +20,7 @@ import shapely
 from rasterio.io import MemoryFile
 
 from .bandgroups import ReadGroup
-from .catalog import CatalogError, HrefPolicy, gdal_path
+from .catalog import MISSING, CatalogError, HrefPolicy, gdal_path
 from .grid import MosaicGrid
 from .gti import INDEX_LAYER, SORT_FIELD, gti_xml, tile_location
 from .modifier import ModifierError, load_modifier, redact_text, signed_hrefs
@@ -46,7 +46,8 @@ def sign_scenes(spec: MosaicSpec, scenes: list[dict]) -> list[dict]:
     policy = HrefPolicy.for_spec(spec)
     out = []
     for scene in scenes:
-        unsigned = {key: asset.get("stac_href") or asset["href"] for key, asset in scene["assets"].items()}
+        present = {key: asset for key, asset in scene["assets"].items() if MISSING not in asset}
+        unsigned = {key: asset.get("stac_href") or asset["href"] for key, asset in present.items()}
         try:
             signed = signed_hrefs(_modifier(spec.stac.modifier), scene["item_id"], scene.get("collection"), unsigned)
         except ModifierError as exc:  # a signing service that is down may come back: retry; a bad spec may not

@@ -31,6 +31,7 @@ from rasterio.errors import RasterioError, WindowError
 from rasterio.windows import Window, from_bounds
 
 from .bandgroups import read_groups
+from .catalog import MISSING
 from .composite_read import composite_block, needs_scene_reads
 from .gdal_env import gdal_env
 from .grid import Block, MosaicGrid
@@ -147,6 +148,8 @@ def verify_scenes(spec: MosaicSpec, scenes: list[dict]) -> None:
                 continue  # an index from before these columns: nothing to compare against
             item_id = scene["item_id"]
             for asset, declared in sorted(scene["assets"].items()):
+                if MISSING in declared:  # the item lacks its mask asset: for good, whatever a retry does
+                    raise SceneReadError(declared[MISSING])
                 where = f"item {item_id}: asset {asset!r} href {declared['href']}"
                 crs, shape, transform = CRS.from_user_input(declared["crs"]), declared["shape"], declared["transform"]
                 try:
@@ -188,6 +191,9 @@ def _culprits(spec: MosaicSpec, grid: MosaicGrid, block: Block, scenes: list[dic
             if "assets" not in scene:
                 continue
             for asset, declared in sorted(scene["assets"].items()):
+                if MISSING in declared:
+                    found[scene["item_id"]] = declared[MISSING]
+                    break
                 indexes = sorted({b.index for b in spec.bands if b.asset == asset})
                 try:
                     with rasterio.open(_read_path(scene, asset)) as src:
