@@ -91,6 +91,35 @@ def test_median_matches_nanmedian(dtype: str, out_dtype: str, nodata: float, n: 
     np.testing.assert_array_equal(got, _reference(_nanmedian(stack, valid), empty, out_dtype, nodata))
 
 
+@pytest.mark.parametrize("n", [2, 3, 5, 8, 13, 20, 31, 64])
+def test_sorting_network_sorts_every_input(n: int) -> None:
+    """The 0-1 principle: a comparator network that sorts every 0/1 vector sorts everything (all 2**n for
+    small n, many random ones beyond), plus random values with ties."""
+    from mosaic_assets.engine.composite import _apply_network, sorting_network
+
+    network = sorting_network(n)
+    assert all(0 <= low < high < n for low, high in network)
+    rng = np.random.default_rng(n)
+    if n <= 13:
+        binary = ((np.arange(2**n)[:, np.newaxis] >> np.arange(n)) & 1).T.astype(np.uint8)
+    else:
+        binary = (rng.random((n, 50_000)) < rng.random(50_000)).astype(np.uint8)
+    values = rng.integers(0, 50, (n, 20_000), dtype=np.uint16)
+    for data in (binary, values):
+        got = data.copy()[:, np.newaxis]
+        _apply_network(got, network)
+        np.testing.assert_array_equal(got[:, 0], np.sort(data, axis=0))
+
+
+@pytest.mark.parametrize("n", [1, 17, 64, 65, 90])  # the network, its largest size, np.sort beyond
+def test_median_over_many_observations_and_in_place(n: int) -> None:
+    rng = np.random.default_rng(n)
+    stack, valid = _values(rng, "uint16", (n, Y, X)), _valid(rng, n, (Y, X))
+    expected = _reference(_nanmedian(stack, valid), valid.sum(axis=0) == 0, "uint16", 0)
+    np.testing.assert_array_equal(median(stack, valid, "uint16", 0), expected)
+    np.testing.assert_array_equal(median(stack.copy(), valid, "uint16", 0, overwrite_input=True), expected)
+
+
 def test_median_rounds_half_to_even_and_keeps_valid_max() -> None:
     pixels = [  # valid observations of one pixel -> expected uint16 median
         ([65535, 65535], 65535),  # valid max values are values, not the invalid sentinel
@@ -228,13 +257,13 @@ def test_streaming_state_is_one_block_whatever_the_scene_count() -> None:
 def test_median_strip_rows_bounds() -> None:
     assert median_strip_rows(140, 1024, 2, 0) == 1  # a tiny budget still progresses, a row at a time
     assert median_strip_rows(0, 1024, 2, 10**9) >= 1
-    rows = [median_strip_rows(20, 1024, 2, m) for m in (2**20, 2**24, 2**28)]
+    rows = [median_strip_rows(20, 1024, 2, m) for m in (2**22, 2**24, 2**28)]
     assert rows == sorted(rows) and rows[-1] > rows[0] > 1
     assert median_strip_rows(140, 1024, 2, 2**28) < median_strip_rows(10, 1024, 2, 2**28)
     for n_obs, width, itemsize, memory in ((20, 1024, 2, 256 * 2**20), (140, 1024, 4, 64 * 2**20)):
         rows = median_strip_rows(n_obs, width, itemsize, memory)
-        assert rows * width * n_obs * (2 * itemsize + 1) <= memory  # stack + sorted copy + mask
-        assert (rows + 1) * width * n_obs * (2 * itemsize + 1) > memory / 2  # and not wastefully small
+        assert rows * width * n_obs * (itemsize + 2) <= memory  # stack (sorted in place) + two masks
+        assert (rows + 1) * width * n_obs * (itemsize + 2) > memory / 2  # and not wastefully small
     with pytest.raises(ValueError):
         median_strip_rows(20, 0, 2, 2**20)
 
@@ -247,8 +276,10 @@ def test_median_of_a_strip_fits_the_budget() -> None:
     stack = rng.integers(0, 10_000, (n, rows, width), dtype=np.uint16)
     valid = rng.random((n, rows, width)) >= 0.4
     tracemalloc.start()
-    strip, mask = stack.copy(), valid.copy()  # the caller's strip counts against the budget
-    median(strip, mask, "uint16", 0)
+    # the caller's strip, its scene masks and a band's mask count against the budget; sorted in place
+    strip, usable, mask = stack.copy(), valid.copy(), valid.copy()
+    mask &= usable
+    median(strip, mask, "uint16", 0, overwrite_input=True)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak <= budget, (rows, peak, budget)

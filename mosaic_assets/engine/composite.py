@@ -25,6 +25,7 @@ True mask propagates into mean/min/max and is not a median input).
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import numpy as np
@@ -33,8 +34,9 @@ from numpy.typing import DTypeLike
 Method = Literal["median", "mean", "min", "max"]
 STREAMING_METHODS: tuple[Method, ...] = ("mean", "min", "max")
 
-# Bytes per output pixel that median() allocates besides the stack, its sorted copy and the mask:
-# counts (intp), two indices (intp), two picked values and the float64 midpoint, a bool mask, the output.
+# Bytes per output pixel that median() allocates besides the stack and the masks: counts (intp), two
+# indices (intp), two picked values and the float64 midpoint, a bool mask, the output (a cache-sized
+# strip's copy and sentinel flags are a constant).
 _MEDIAN_PIXEL_OVERHEAD = 64
 
 
@@ -161,18 +163,26 @@ class StreamingReducer:
         return out
 
 
-def median(stack: np.ndarray, valid: np.ndarray, out_dtype: DTypeLike, nodata: float) -> np.ndarray:
+def median(
+    stack: np.ndarray, valid: np.ndarray, out_dtype: DTypeLike, nodata: float, overwrite_input: bool = False
+) -> np.ndarray:
     """(y, x) masked median of ONE band over ``n`` observations: ``stack`` (n, y, x), ``valid`` (n, y, x).
 
     For an even count the mean of the two middle values (exact in float64), then ``np.rint`` (half to
-    even) and clipping for integer output dtypes; ``nodata`` where no observation is valid. Invalid
-    values are replaced by the dtype's max (NaN for floats, which sorts last) and the stack sorted
-    along the observations: 5-10x faster than ``np.nanmedian`` (see the test's benchmark). The middle
-    values are picked by each pixel's valid count, never by the sentinel, so a valid 65535 in uint16
-    stays a value: the first ``count`` sorted entries are exactly the valid values' multiset. Sorting
-    makes the result independent of the order of observations.
+    even) and clipping for integer output dtypes; ``nodata`` where no observation is valid.
 
-    Memory: one sorted copy of the stack plus a few (y, x) arrays; see :func:`median_strip_rows`.
+    How: invalid values become a sentinel that sorts last (the dtype's max; +inf for floats), each
+    pixel's observations are sorted, and the middle values are picked by each pixel's valid count, never
+    by the sentinel, so a valid 65535 in uint16 stays a value: the first ``count`` sorted entries are
+    exactly the valid values' multiset. Sorting makes the result independent of the order of
+    observations. Up to ``NETWORK_MAX_OBS`` observations the sort is a sorting network (Batcher's
+    odd-even merge, :func:`sorting_network`) of whole-row ``minimum``/``maximum`` passes over strips that
+    stay in the CPU cache, ~2x faster than ``np.sort`` along the observation axis, which gathers every
+    pixel's lane; with the sentinel fill below, 20 observations of 2 Mpx take 0.15 s against the 0.64 s
+    of one ``np.where`` + ``np.sort`` over the stack. Beyond ``NETWORK_MAX_OBS``, ``np.sort``.
+
+    Memory: one strip's copy (or none with ``overwrite_input``: ``stack`` is then used as scratch and
+    its values are lost) plus a few (y, x) arrays; see :func:`median_strip_rows`.
     """
     if stack.ndim != 3 or valid.shape != stack.shape or valid.dtype != np.bool_:
         raise ValueError(
@@ -181,38 +191,95 @@ def median(stack: np.ndarray, valid: np.ndarray, out_dtype: DTypeLike, nodata: f
     dtype = _input_dtype(stack.dtype)
     out_dtype = np.dtype(out_dtype)
     nodata_value = _nodata_scalar(nodata, out_dtype)
-    n = stack.shape[0]
+    n, height, width = stack.shape
     if n == 0:
         return np.full(stack.shape[1:], nodata_value, dtype=out_dtype)
-    sentinel = np.iinfo(dtype).max if dtype.kind in "ui" else np.nan
-    ordered = np.where(valid, stack, dtype.type(sentinel))
-    ordered.sort(axis=0)
+    sentinel = dtype.type(np.iinfo(dtype).max if dtype.kind in "ui" else np.inf)
+    network = sorting_network(n) if n <= NETWORK_MAX_OBS else None
     count = np.count_nonzero(valid, axis=0)
-    low = np.maximum(count - 1, 0) // 2  # count == 0: any index, overwritten with nodata below
-    high = count // 2
-    a = np.take_along_axis(ordered, low[np.newaxis], axis=0)[0]
-    b = np.take_along_axis(ordered, high[np.newaxis], axis=0)[0]
-    del ordered
-    middle = (a.astype(np.float64) + b) / 2  # a + b exact: inputs of at most 32 bits, or floats
     empty = count == 0
-    middle[empty] = 0  # not NaN: an integer cast of NaN warns; overwritten with nodata below
-    out = _to_out(middle, out_dtype)
+    out = np.empty((height, width), dtype=out_dtype)
+    rows = max(1, _CACHE_STRIP_BYTES // max(1, n * width * dtype.itemsize))
+    for top in range(0, height, rows):
+        strip = slice(top, min(top + rows, height))
+        ordered = _sentinel_filled(stack[:, strip], valid[:, strip], sentinel, overwrite_input)
+        if network is None:
+            ordered.sort(axis=0)
+        else:
+            _apply_network(ordered, network)
+        kept = count[strip]
+        a = np.take_along_axis(ordered, (np.maximum(kept - 1, 0) // 2)[np.newaxis], axis=0)[0]
+        b = np.take_along_axis(ordered, (kept // 2)[np.newaxis], axis=0)[0]
+        middle = (a.astype(np.float64) + b) / 2  # a + b exact: inputs of at most 32 bits, or floats
+        middle[empty[strip]] = 0  # not the sentinel: a cast of inf warns; overwritten with nodata below
+        out[strip] = _to_out(middle, out_dtype)
     out[empty] = nodata_value
     return out
 
 
-def median_strip_rows(n_obs: int, width: int, itemsize: int, memory_bytes: int, bands: int = 1) -> int:
+NETWORK_MAX_OBS = 64  # beyond, np.sort's O(n log n) beats the network's O(n log^2 n) passes
+_CACHE_STRIP_BYTES = 1 << 20  # one strip of every observation: stays in L2 across the network's passes
+
+
+def _sentinel_filled(values: np.ndarray, valid: np.ndarray, sentinel: np.generic, in_place: bool) -> np.ndarray:
+    """``values`` with invalid entries set to ``sentinel``. Unsigned integers (reflectance, the common
+    case): the dtype's max is all one bits, so an OR with the negated invalid flags does it in plain
+    vectorised passes, ~10x faster than a masked ``copyto``/``where``."""
+    if values.dtype.kind == "u":
+        fill = (~valid).view(np.uint8).astype(values.dtype)
+        np.negative(fill, out=fill)  # 1 -> all ones (the max), 0 -> 0
+        return np.bitwise_or(values, fill, out=values if in_place else None)
+    if in_place:
+        np.putmask(values, ~valid, sentinel)
+        return values
+    return np.where(valid, values, sentinel)
+
+
+@functools.cache
+def sorting_network(n: int) -> tuple[tuple[int, int], ...]:
+    """Comparators (low, high) that sort ``n`` values: Batcher's odd-even merge sort for the next power
+    of two, pruned to the first ``n`` positions (padding that sorts last never moves, so a comparator
+    touching it is a no-op). 20 observations: 103 comparators."""
+    size = 1
+    while size < n:
+        size *= 2
+    found = []
+    p = 1
+    while p < size:
+        k = p
+        while k >= 1:
+            for j in range(k % p, size - k, 2 * k):
+                for i in range(min(k, size - j - k)):
+                    low, high = i + j, i + j + k
+                    if low // (2 * p) == high // (2 * p) and high < n:
+                        found.append((low, high))
+            k //= 2
+        p *= 2
+    return tuple(found)
+
+
+def _apply_network(values: np.ndarray, network: tuple[tuple[int, int], ...]) -> None:
+    """Sort ``values`` (n, y, x) along its first axis in place."""
+    low_values = np.empty_like(values[0])
+    for low, high in network:
+        np.minimum(values[low], values[high], out=low_values)
+        np.maximum(values[low], values[high], out=values[high])
+        values[low] = low_values
+
+
+def median_strip_rows(n_obs: int, width: int, itemsize: int, memory_bytes: int, bands: int = 1, flags: int = 2) -> int:
     """Rows of a (n_obs, bands, rows, width) stack that :func:`median` can reduce one band at a time in
-    ``memory_bytes``: the stack, one band's sorted copy, its bool mask, the caller's scene masks and the
-    per-pixel working arrays. At least 1, so a tiny budget still makes progress (one row at a time); the
-    caller reads scene strips of that height."""
+    ``memory_bytes``: the stack (sorted in place, ``overwrite_input``), ``flags`` bool arrays of the
+    stack's shape (the caller's scene masks, one band's mask) and the per-pixel working arrays. At
+    least 1, so a tiny budget still makes progress (one row at a time); the caller reads scene strips
+    of that height."""
     if n_obs < 0 or width <= 0 or itemsize <= 0 or memory_bytes < 0 or bands < 1:
         raise ValueError(
             f"need n_obs >= 0, width > 0, itemsize > 0, memory_bytes >= 0, bands >= 1; "
             f"got {n_obs=}, {width=}, {itemsize=}, {memory_bytes=}, {bands=}"
         )
-    per_row = width * (n_obs * ((bands + 1) * itemsize + 2) + _MEDIAN_PIXEL_OVERHEAD)
-    return max(1, memory_bytes // per_row)
+    per_row = width * (n_obs * (bands * itemsize + flags) + _MEDIAN_PIXEL_OVERHEAD)
+    return max(1, max(0, memory_bytes - 2 * _CACHE_STRIP_BYTES) // per_row)  # a cache strip's temporaries
 
 
 def composite_first_valid(stack: np.ndarray, valid: np.ndarray, nodata: float = 0) -> np.ndarray:

@@ -145,36 +145,39 @@ def _strips(height: int, rows: int) -> Iterator[slice]:
 
 
 def _median(spec, block, layers, scenes) -> tuple[np.ndarray, np.ndarray]:
-    """Read group by read group (each band is read once per scene, whatever the others), per row strip:
-    every scene's strip of the group stacked, then the masked median band by band. Strips are sized
-    for one group's stack, so a block of single-band assets is usually one strip. The scenes' masks are
-    made once on the whole block and kept as bits (a year of scenes: n x block / 8 bytes), and so is
-    where each scene gave any band a usable observation (the count band)."""
+    """Per row strip, read group by read group (each band is read once per scene, whatever the others):
+    every scene's strip of the group stacked, then the masked median band by band, sorting the stack in
+    place. Strips are sized for the widest group's stack, so a block of single-band assets is usually
+    one strip. The scenes' masks are made once on the whole block and kept as bits (a year of scenes:
+    n x block / 8 bytes), unpacked once per strip for every group."""
     height, width = block.shape
     masks = {}
     for scene in scenes:
         mask = layers.usable(scene)
         masks[scene["item_id"]] = None if mask is None else np.packbits(mask, axis=1)
-    counted = np.zeros((len(scenes), height, (width + 7) // 8), dtype=np.uint8)
     budget = int(worker_memory_gb() * 1024**3 * MEDIAN_MEMORY_FRACTION)
-    itemsize = np.dtype(spec.dtype).itemsize
+    groups = read_groups(spec)
+    widest = max(len(g.bands) for g in groups)
+    rows = median_strip_rows(max(1, len(scenes)), width, np.dtype(spec.dtype).itemsize, budget, bands=widest, flags=3)
     out = np.empty((len(spec.bands), height, width), dtype=spec.dtype)
-    for group in read_groups(spec):
-        rows = median_strip_rows(max(1, len(scenes)), width, itemsize, budget, bands=len(group.bands))
-        for strip in _strips(height, rows):
-            stack = np.empty((len(scenes), len(group.bands), strip.stop - strip.start, width), dtype=spec.dtype)
-            usable = np.ones((len(scenes), strip.stop - strip.start, width), dtype=bool)
+    count = np.zeros(block.shape, dtype=np.int32)
+    for strip in _strips(height, rows):
+        shape = (len(scenes), strip.stop - strip.start, width)
+        usable = np.ones(shape, dtype=bool)
+        for n, scene in enumerate(scenes):
+            bits = masks[scene["item_id"]]
+            if bits is not None:
+                usable[n] = np.unpackbits(bits[strip], axis=1, count=width).view(bool)
+        seen = np.zeros(shape, dtype=bool)  # a usable observation of any band: the count band
+        for group in groups:
+            stack = np.empty((len(scenes), len(group.bands), *shape[1:]), dtype=spec.dtype)
             for n, scene in enumerate(scenes):
                 stack[n] = layers.group(group, scene, strip)
-                bits = masks[scene["item_id"]]
-                if bits is not None:
-                    usable[n] = np.unpackbits(bits[strip], axis=1, count=width).view(bool)
             for i, position in enumerate(group.positions):
                 valid = _holds_data(spec, stack[:, i])
                 valid &= usable
-                out[position, strip] = median(stack[:, i], valid, spec.dtype, spec.nodata)
-                counted[:, strip] |= np.packbits(valid, axis=2)
-    count = np.zeros(block.shape, dtype=np.int32)
-    for bits in counted:
-        count += np.unpackbits(bits, axis=1, count=width).view(bool)
+                seen |= valid
+                out[position, strip] = median(stack[:, i], valid, spec.dtype, spec.nodata, overwrite_input=True)
+            del stack
+        count[strip] = seen.sum(axis=0, dtype=np.int32)
     return out, count
