@@ -394,6 +394,7 @@ ENGINE_CASES = {
     "median": ({"method": "median"}, True),
     "first_valid": ({"method": "first_valid"}, True),
     "mosaic": ({"method": "first_valid"}, False),  # no mask: today's single-GTI-read path
+    "scaling_mosaic": ({"method": "first_valid"}, False),  # benchmarks.scaling's plain mosaic
 }
 
 

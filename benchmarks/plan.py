@@ -1,9 +1,12 @@
 """``python -m benchmarks.plan --spec FILE``: what a full build of a spec costs, computed (not run).
 
-For each mosaic: partitions per asset, Dagster runs for a full backfill under the default
-``BackfillPolicy`` (the assets set none: one run per partition), chunks and bytes written, GTI
-sizes, object-store requests, and whether the defaults stay under Dagster's recommended 100k
-partitions per asset and the seed's ~5,000 concurrent tasks, or what to change. The grid math is
+For each mosaic: partitions per asset, Dagster runs for a full backfill under the assets' own
+``BackfillPolicy`` (``mosaic_chunks``: ``multi_run(partitions_per_run)``, one ranged run per that many
+blocks of a time step; the other partitioned assets: one run per partition), chunks and bytes written,
+GTI sizes, object-store requests, the writers' CPU-hours, pod-hours, wall time, PUT rate and cost from
+the measured CPU seconds per output Mpx (``benchmarks/results/scaling.json``) and the chunk-writer pod
+shape (``defs.execution``), and whether the defaults stay under Dagster's recommended 100k partitions
+per asset and the seed's ~5,000 concurrent tasks, or what to change. The grid math is
 ``MosaicGrid``'s and the footprint math is the GTI builder's own (``gti.scene_footprints``); what the
 spec cannot say about the data (scenes per step, their size, coverage) comes from the spec file's
 ``plan:`` section or the command line.
@@ -24,6 +27,7 @@ import shapely
 import yaml
 from odc.geo import geom
 
+from mosaic_assets.defs.execution import POOL_LIMITS, STORE_WRITES_POOL, WRITER_CPU
 from mosaic_assets.engine.bandgroups import read_groups
 from mosaic_assets.engine.grid import MosaicGrid
 from mosaic_assets.engine.gti import scene_footprints, tile_location
@@ -34,6 +38,19 @@ CONCURRENT_TASKS = 5_000  # the seed's ceiling: one pod per task, etcd object li
 ENQUEUE_RUNS_PER_S = 1.0  # backfills enqueue about one run per second (DESIGN.md)
 GPKG_ROW_OVERHEAD = 200  # bytes per GeoPackage row beyond geometry and location: fid, priority, item id, R-tree
 COG_HEADER_REQUESTS = 1  # one ranged GET for a COG's header (GDAL reads the first 16 KB)
+VCPU_HOUR_USD = 0.04  # a general-purpose on-demand vCPU-hour with its memory share (2026 list prices ~0.035-0.05)
+SCALING = Path(__file__).resolve().parent / "results" / "scaling.json"
+# without scaling.json: the figures measured on the 2-core reference machine (benchmarks/README.md)
+DEFAULT_CPU_S_PER_MPX, DEFAULT_UTILISATION = 0.6, 0.9
+
+
+def measured_rates() -> tuple[float, float, str]:
+    """(CPU s per output Mpx with one writer, CPU used / CPU given at the most writers measured, source)."""
+    if SCALING.exists():
+        summary = json.loads(SCALING.read_text())["summary"]
+        one, most = summary[min(summary, key=int)], summary[max(summary, key=int)]
+        return one["cpu_s_per_mpx"], min(1.0, most["utilisation"]), f"{SCALING.name} ({max(summary, key=int)} CPUs)"
+    return DEFAULT_CPU_S_PER_MPX, DEFAULT_UTILISATION, "defaults (no scaling.json)"
 
 
 @dataclass(frozen=True)
@@ -59,7 +76,16 @@ class Plan:
     partitions: dict[str, int]
     backfill_runs_all: int
     backfill_runs_touched: int
+    chunk_runs_touched: int
     enqueue_hours: float
+    writer_cpu_hours: float
+    writer_pod_hours: float
+    writer_pods: int
+    writer_wall_hours: float
+    puts_per_s: float
+    cost_usd: float
+    cost_usd_per_tb: float
+    rates: str
     chunks_written: int
     bytes_uncompressed: int
     bytes_stored: int
@@ -123,10 +149,17 @@ def plan(spec: MosaicSpec, data: DataAssumptions) -> Plan:
         "mosaic_chunks": chunk_partitions,
         "preview": steps,
     }
-    touched = math.ceil(chunk_partitions * data.coverage)
-    runs_all = sum(partitions.values())
-    runs_touched = runs_all - chunk_partitions + touched
+    per_run = spec.operations.partitions_per_run  # mosaic_chunks' BackfillPolicy.multi_run(per_run)
+    chunk_runs_all = steps * math.ceil(blocks / per_run)  # a ranged run never crosses a time step
+    chunk_runs_touched = steps * math.ceil(blocks * data.coverage / per_run)
+    runs_all = sum(partitions.values()) - chunk_partitions + chunk_runs_all
+    runs_touched = runs_all - chunk_runs_all + chunk_runs_touched
     chunks_written = math.ceil(steps * cy * cx * data.coverage)
+    cpu_s_per_mpx, utilisation, rates = measured_rates()
+    cpu_hours = chunks_written * grid.chunk_shape[0] * grid.chunk_shape[1] / 1e6 * cpu_s_per_mpx / 3600
+    pod_hours = cpu_hours / utilisation / WRITER_CPU
+    pods = max(1, min(POOL_LIMITS[STORE_WRITES_POOL], chunk_runs_touched))
+    wall_hours = pod_hours / pods
     chunk_bytes = len(spec.bands) * grid.chunk_shape[0] * grid.chunk_shape[1] * np.dtype(spec.dtype).itemsize
     tile_bytes, vertices = representative_tile(spec, grid, data)
     gets = steps * _gets_per_step(spec, grid, data)
@@ -142,7 +175,16 @@ def plan(spec: MosaicSpec, data: DataAssumptions) -> Plan:
         partitions=partitions,
         backfill_runs_all=runs_all,
         backfill_runs_touched=runs_touched,
+        chunk_runs_touched=chunk_runs_touched,
         enqueue_hours=runs_all / ENQUEUE_RUNS_PER_S / 3600,
+        writer_cpu_hours=cpu_hours,
+        writer_pod_hours=pod_hours,
+        writer_pods=pods,
+        writer_wall_hours=wall_hours,
+        puts_per_s=chunks_written / max(1.0, wall_hours * 3600),
+        cost_usd=pod_hours * WRITER_CPU * VCPU_HOUR_USD,
+        cost_usd_per_tb=pod_hours * WRITER_CPU * VCPU_HOUR_USD / max(1e-12, chunks_written * chunk_bytes / 1e12),
+        rates=rates,
         chunks_written=chunks_written,
         bytes_uncompressed=chunks_written * chunk_bytes,
         bytes_stored=int(chunks_written * chunk_bytes / data.codec_ratio),
@@ -188,10 +230,11 @@ def _advice(spec: MosaicSpec, grid: MosaicGrid, steps: int, blocks: int, data: D
             "concurrency with the run queue (run_coordinator max_concurrent_runs / tag_concurrency_limits on "
             "dagster/partition/time) or raise partition_bytes."
         )
-    if steps * blocks / ENQUEUE_RUNS_PER_S > 86_400:
+    runs = steps * math.ceil(blocks / spec.operations.partitions_per_run)
+    if runs / ENQUEUE_RUNS_PER_S > 86_400:
         out.append(
-            f"a full backfill enqueues {steps * blocks:,} runs at ~1 run/s ({steps * blocks / 86_400:.1f} days "
-            "just to enqueue): give mosaic_chunks a BackfillPolicy.multi_run(n) so one run writes n partitions."
+            f"a full backfill enqueues {runs:,} ranged runs at ~1 run/s ({runs / 86_400:.1f} days just to "
+            "enqueue): raise operations.partitions_per_run or partition_bytes."
         )
     if not out:
         out.append("the defaults fit: no change needed.")
@@ -216,9 +259,13 @@ def render(p: Plan, data: DataAssumptions) -> str:
         f"{p.chunk_shape[1]} ({p.chunks_per_step:,} per step), blocks of {p.block_shape[0]}x{p.block_shape[1]} px "
         f"({p.blocks:,} per step), {p.time_steps:,} time steps ({data.years:g} years)",
         "  partitions per asset: " + ", ".join(f"{k} {v:,}" for k, v in p.partitions.items()),
-        f"  full backfill, default BackfillPolicy (one run per partition): {p.backfill_runs_all:,} runs "
-        f"({p.backfill_runs_touched:,} if only blocks with scenes are requested); ~{p.enqueue_hours:,.1f} h to "
-        "enqueue at ~1 run/s",
+        f"  full backfill under the assets' BackfillPolicy (mosaic_chunks: {p.chunk_runs_touched:,} ranged runs of"
+        f" the blocks with scenes): {p.backfill_runs_all:,} runs ({p.backfill_runs_touched:,} if only blocks with "
+        f"scenes are requested); ~{p.enqueue_hours:,.1f} h to enqueue at ~1 run/s",
+        f"  writers ({WRITER_CPU}-CPU pods, rates from {p.rates}): {p.writer_cpu_hours:,.0f} CPU-hours, "
+        f"{p.writer_pod_hours:,.0f} pod-hours; {p.writer_pods:,} pods at once -> {p.writer_wall_hours:,.1f} h, "
+        f"~{p.puts_per_s:,.0f} chunk PUTs/s; ~${p.cost_usd:,.0f} at ${VCPU_HOUR_USD}/vCPU-hour "
+        f"(${p.cost_usd_per_tb:,.2f} per TB uncompressed)",
         f"  chunks written {p.chunks_written:,} (coverage {data.coverage:.0%}); {_size(p.bytes_uncompressed)} "
         f"uncompressed, ~{_size(p.bytes_stored)} stored at ratio {data.codec_ratio:.2f}",
         f"  GTI: ~{_size(p.gti_bytes_per_tile)} per tile (footprint of {p.gti_vertices_per_tile:,} vertices), "

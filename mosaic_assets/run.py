@@ -36,6 +36,8 @@ import dagster as dg
 import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
 
+from mosaic_assets.engine.capacity import CPUS_ENV, available_cpus
+
 if TYPE_CHECKING:
     from mosaic_assets.engine.spec import MosaicSpec
 
@@ -203,12 +205,21 @@ def contiguous_batches(
     return batches
 
 
-def _warm_worker() -> None:
+def _warm_worker(cpus: int | None = None) -> None:
     """Pool initializer: load the definitions (already there in a forked worker) and the worker's own
     instance before its first run (measured: ~4 s of imports per spawned worker, a third of the
-    chunk phase on the quick benchmark, when they waited for the first batch)."""
+    chunk phase on the quick benchmark, when they waited for the first batch). ``cpus``: this worker's
+    share of the machine for its chunk steps' writer processes (``MOSAIC_WORKER_CPUS``), so ranged
+    runs side by side never start more writers than there are CPUs."""
+    if cpus is not None:
+        os.environ[CPUS_ENV] = str(cpus)
     load_defs()
     _instance()
+
+
+def cpu_share(workers: int) -> int | None:
+    """CPUs per build worker for its steps' writers; None when the operator set MOSAIC_WORKER_CPUS."""
+    return None if os.environ.get(CPUS_ENV) else max(1, available_cpus() // max(1, workers))
 
 
 def build(workers: int) -> list[dict]:
@@ -224,7 +235,7 @@ def build(workers: int) -> list[dict]:
     with dg.DagsterInstance.get():  # create a new instance's storage once, before workers race to create it
         pass
     _instance.cache_clear()  # a forked worker must open its own instance, never share this process's
-    with worker_pool(workers, initializer=_warm_worker) as pool:
+    with worker_pool(workers, initializer=functools.partial(_warm_worker, cpu_share(workers))) as pool:
         return [_build_mosaic(spec, workers, pool) for spec in specs]
 
 

@@ -20,7 +20,7 @@ from mosaic_assets.engine.gti import GtiFiles, build_gti
 from mosaic_assets.engine.layout import MosaicLayout
 from mosaic_assets.engine.spec import SpecError, parse_specs
 
-from .conftest import COLLECTION, LoadedScenes, spec_document
+from .conftest import COLLECTION, REPO, LoadedScenes, spec_document
 
 pytestmark = pytest.mark.faults
 
@@ -201,7 +201,7 @@ def test_hostile_item_in_the_real_catalog_fails_its_partition_before_gdal(
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        ({"resolution": 0.05}, "TiB uncompressed (limit 10 TiB)"),  # the test area at 5 cm: ~1,300 TiB
+        ({"resolution": 0.05}, "TiB uncompressed (limit 1024 TiB)"),  # the test area at 5 cm: ~1,300 TiB
         ({"chunks": {"y": 128, "x": 128}, "partition_bytes": "128KiB"}, "chunk partitions"),  # 81 blocks x 3,660 days
         (
             {"area": {"bbox": [-25.0, 34.0, 45.0, 72.0], "crs": "EPSG:4326"}, "crs": "EPSG:3035"},
@@ -216,6 +216,21 @@ def test_absurd_mosaic_is_refused_with_its_estimate_before_any_partition_exists(
     with pytest.raises(SpecError, match=re.escape(expected)) as refused:
         build_mosaic_assets(spec)
     assert "allow_huge: true" in str(refused.value) and "over 10 years" in str(refused.value)
+
+
+@pytest.mark.parametrize("example", ["europe_monthly.yaml", "land_yearly.yaml"])
+def test_continental_examples_load_without_allow_huge_under_the_partition_ceiling(example: str) -> None:
+    """The planner's examples (Europe monthly and the land surface yearly, 10 m, ten years) with the
+    settings documented for that scale: Dagster's definitions build, under 100k chunk partitions."""
+    from mosaic_assets.defs.mosaic import build_mosaic_assets
+    from mosaic_assets.engine.grid import MAX_PARTITIONS_PER_ASSET, MosaicGrid, check_size
+    from mosaic_assets.engine.spec import load_specs
+
+    (spec,) = load_specs(REPO / "benchmarks" / "specs" / example)
+    assert not spec.allow_huge
+    estimate = check_size(spec, MosaicGrid.from_spec(spec))
+    assert estimate.partitions < MAX_PARTITIONS_PER_ASSET, estimate
+    build_mosaic_assets(spec)
 
 
 def test_allow_huge_lets_an_intended_big_mosaic_through() -> None:

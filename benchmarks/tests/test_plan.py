@@ -22,10 +22,20 @@ def test_demo_spec_fits_and_counts_follow_the_grid():
     assert p.advice == ["the defaults fit: no change needed."]
 
 
-def test_continental_monthly_mosaic_is_told_what_to_change():
+def test_continental_monthly_mosaic_fits_and_counts_ranged_runs():
     (spec,) = load_specs(HERE / "specs" / "europe_monthly.yaml")
     p = plan(spec, DataAssumptions(years=10, scenes_per_step=11000, scene_px=10980, scene_tile_px=1024))
     assert p.time_steps == 120
+    assert p.fits_partition_ceiling  # partition_bytes 4GiB
+    per_run = spec.operations.partitions_per_run
+    assert p.chunk_runs_touched == 120 * -(-p.blocks // per_run)  # coverage 1.0: every block
+    assert p.writer_pod_hours > 0 and p.cost_usd > 0 and p.puts_per_s > 0
+    assert p.object_store_gets > 0 and p.gti_bytes_per_step > 0
+
+
+def test_default_partitions_are_told_what_to_change():
+    (spec,) = load_specs(HERE / "specs" / "europe_monthly.yaml")
+    spec = spec.model_copy(update={"partition_bytes": 256 * 2**20})
+    p = plan(spec, DataAssumptions(years=10))
     assert not p.fits_partition_ceiling
     assert any("partition_bytes" in a for a in p.advice)
-    assert p.object_store_gets > 0 and p.gti_bytes_per_step > 0

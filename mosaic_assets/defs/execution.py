@@ -22,6 +22,7 @@ from collections.abc import Mapping
 import dagster as dg
 from dagster_k8s import k8s_job_executor
 
+from mosaic_assets.engine.capacity import CPUS_ENV
 from mosaic_assets.engine.gdal_env import MEMORY_ENV, worker_config
 
 EXECUTOR_ENV = "MOSAIC_EXECUTOR"  # "k8s" on the cluster (deploy/helm/values.yaml), unset locally
@@ -49,9 +50,11 @@ def writer_resources() -> dict[str, dict[str, str]]:
 
 
 def writer_env() -> list[dict[str, str]]:
-    """The writer's environment: its memory (read by gdal_env at run time) and the GDAL options derived
-    from it, spelled out so the Job spec shows what GDAL will use."""
-    env = {MEMORY_ENV: str(WRITER_MEMORY_GB), **worker_config(WRITER_MEMORY_GB)}
+    """The writer's environment: its CPUs (one writer process each, ``parallel_write``) and memory (read
+    by gdal_env at run time, split equally between the processes), and the GDAL options of one writer
+    process (its share of the memory), spelled out so the Job spec shows what GDAL will use."""
+    share = WRITER_MEMORY_GB / WRITER_CPU
+    env = {CPUS_ENV: str(WRITER_CPU), MEMORY_ENV: str(WRITER_MEMORY_GB), **worker_config(share)}
     return [{"name": name, "value": value} for name, value in env.items()]
 
 

@@ -22,12 +22,13 @@ from mosaic_assets.engine.grid import MosaicGrid, check_size
 from mosaic_assets.engine.gti import build_gti
 from mosaic_assets.engine.keys import BlockIndex, parse_time_key
 from mosaic_assets.engine.object_store import exists
+from mosaic_assets.engine.parallel_write import BlockOutcome, BlockTask, write_blocks
 from mosaic_assets.engine.preview import preview_markdown, write_preview
 from mosaic_assets.engine.skipped import save_skipped
 from mosaic_assets.engine.spec import MosaicSpec
-from mosaic_assets.engine.store import StoreMismatch, ensure_template, store_exists, store_time_length
+from mosaic_assets.engine.store import ensure_template, store_exists, store_time_length
 from mosaic_assets.engine.timegrid import step_index
-from mosaic_assets.engine.writer import BlockWriteResult, SceneReadError, write_block
+from mosaic_assets.engine.writer import BlockWriteResult, SceneReadError
 
 from .execution import TEMPLATE_POOL, chunk_writer_tags, store_writes_pool
 from .resources import DataRootResource, StacApiResource
@@ -115,9 +116,22 @@ class MosaicAssets:
 TRANSIENT_RETRY = dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
-def deterministic_failure(exc: Exception) -> dg.Failure:
-    """A failure that bypasses the retry policy, with the engine's message (item id, href, key) intact."""
-    return dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False)
+ERROR_TYPES = {"scene": "SceneReadError", "store": "StoreMismatch"}
+
+
+def _partitions_failed(failed: list[BlockOutcome], attempted: int) -> Exception:
+    """The step's error after every partition was attempted, one line naming each failed partition and
+    its cause (item, asset, href). A retry helps only when every failure was transient (the written
+    partitions are then rewritten byte-identically); otherwise it bypasses the retry policy. A bug
+    raises with its worker's traceback."""
+    bugs = [o for o in failed if o.kind == "bug"]
+    if bugs:
+        return RuntimeError(f"chunk partition {bugs[0].key}: {bugs[0].error}")
+    causes = "; ".join(f"{o.key}: {ERROR_TYPES.get(o.kind, 'Error')}: {o.error}" for o in failed)
+    message = f"{len(failed)} of {attempted} chunk partitions were not written: {causes}"
+    if all(o.transient for o in failed):
+        return SceneReadError(message, transient=True)  # the retry policy takes it
+    return dg.Failure(description=message, allow_retries=False)
 
 
 def _time_partition_of(dim: str) -> dg.MultiToSingleDimensionPartitionMapping:
@@ -245,11 +259,12 @@ def build_mosaic_assets(spec: MosaicSpec) -> tuple[MosaicAssets, list[dg.AssetsD
     def mosaic_chunks(context: dg.AssetExecutionContext, data_root: DataRootResource):
         """Time step x block of whole chunks, read from the GTI and written into its region.
 
-        A ranged run (a backfill batch) writes each of its partitions in turn."""
+        A ranged run (a backfill batch) writes its partitions concurrently, one worker process per CPU
+        the step may use (``MOSAIC_WORKER_CPUS``, the pod's limit on Kubernetes). Every partition is
+        attempted; the step then fails naming each one that could not be written."""
         layout = data_root.layout(spec)
         length = store_time_length(layout.store)
-        results: list[BlockWriteResult] = []
-        skipped: list[dict[str, str]] = []
+        tasks = []
         for key in context.partition_keys:
             step_key, block_key = MosaicPartitions.split_chunk_key(key)
             time_index = step_index(spec.time, parse_time_key(step_key))
@@ -259,20 +274,26 @@ def build_mosaic_assets(spec: MosaicSpec) -> tuple[MosaicAssets, list[dg.AssetsD
                     f"materialize {mosaic.template.to_user_string()} first",
                     allow_retries=False,
                 )
-            block = grid.block(BlockIndex.parse(block_key))
-            try:
-                result = write_block(spec, grid, layout.store, layout.gti(step_key), time_index, block)
-            except SceneReadError as exc:
-                if exc.transient:
-                    raise  # the retry policy takes it
-                raise deterministic_failure(exc) from exc
-            except StoreMismatch as exc:
-                raise deterministic_failure(exc) from exc
-            save_skipped(layout.skipped_record(step_key, block_key), list(result.skipped))
-            for scene in result.skipped:
-                context.log.warning(f"{key}: written without item {scene.item_id} (bad_scenes: skip): {scene.reason}")
-            skipped += [{"partition": str(key), "item_id": s.item_id, "reason": s.reason} for s in result.skipped]
-            results.append(result)
+            tasks.append(BlockTask(str(key), layout.gti(step_key), time_index, grid.block(BlockIndex.parse(block_key))))
+        results: list[BlockWriteResult] = []
+        skipped: list[dict[str, str]] = []
+        outcomes = write_blocks(spec, grid, layout.store, tasks)
+        for task, outcome in zip(tasks, outcomes):
+            if outcome.result is None:
+                continue
+            step_key, block_key = MosaicPartitions.split_chunk_key(task.key)
+            save_skipped(layout.skipped_record(step_key, block_key), list(outcome.result.skipped))
+            for scene in outcome.result.skipped:
+                context.log.warning(
+                    f"{task.key}: written without item {scene.item_id} (bad_scenes: skip): {scene.reason}"
+                )
+            skipped += [
+                {"partition": task.key, "item_id": s.item_id, "reason": s.reason} for s in outcome.result.skipped
+            ]
+            results.append(outcome.result)
+        failed = [o for o in outcomes if o.error is not None]
+        if failed:
+            raise _partitions_failed(failed, len(outcomes))
         metadata = _sum_results(results)
         if skipped:
             metadata["skipped"] = dg.MetadataValue.json(skipped[:100])

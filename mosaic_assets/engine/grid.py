@@ -19,8 +19,10 @@ from odc.geo.geobox import GeoBox, GeoboxTiles
 from .keys import BlockIndex
 from .spec import MosaicSpec, SpecError
 
-# What a mosaic may grow to over HORIZON_YEARS before it needs ``allow_huge: true``.
-MAX_STORE_BYTES = 10 * 1024**4  # 10 TiB uncompressed
+# What a mosaic may grow to over HORIZON_YEARS before it needs ``allow_huge: true``: a guard against a
+# typo (a resolution of 0.1 for 10), not against continents. Europe monthly at 10 m for ten years is
+# ~250 TiB, the land surface yearly at 10 m ~130 TiB (benchmarks/plan.py); 5 cm over a city is far beyond.
+MAX_STORE_BYTES = 1024**5  # 1 PiB uncompressed
 MAX_PARTITIONS_PER_ASSET = 100_000  # Dagster's practical ceiling per asset
 HORIZON_YEARS = 10
 STEPS_PER_YEAR = {"daily": 366, "monthly": 12, "quarterly": 4, "yearly": 1}
@@ -93,6 +95,37 @@ class MosaicGrid:
         rows = slice(index.row * by, min((index.row + 1) * by, h))
         cols = slice(index.col * bx, min((index.col + 1) * bx, w))
         return Block(index, rows, cols)
+
+    def window_geobox(self, block: Block) -> GeoBox:
+        """The geobox of a block's pixel window (a whole block's equals ``block_geobox``; a piece's is its own)."""
+        return self.geobox[block.rows, block.cols]
+
+    def pieces(self, block: Block, max_chunks: int) -> list[Block]:
+        """Chunk-aligned pieces of ``block`` of at most ``max_chunks`` chunks each, in row-major order, with
+        the block's index: whole rows of chunks when one fits, else runs of chunks along a row. What a
+        writer reads and writes at once, so a large partition needs neither one process nor its memory."""
+        cy, cx = self.chunk_shape
+        rows = range(block.rows.start, block.rows.stop, cy)
+        cols = range(block.cols.start, block.cols.stop, cx)
+        if len(rows) * len(cols) <= max_chunks:
+            return [block]
+        out = []
+        if len(cols) <= max_chunks:
+            step = max(1, max_chunks // len(cols)) * cy
+            for top in range(block.rows.start, block.rows.stop, step):
+                out.append(Block(block.index, slice(top, min(top + step, block.rows.stop)), block.cols))
+            return out
+        width = max_chunks * cx
+        for top in rows:
+            for left in range(block.cols.start, block.cols.stop, width):
+                out.append(
+                    Block(
+                        block.index,
+                        slice(top, min(top + cy, block.rows.stop)),
+                        slice(left, min(left + width, block.cols.stop)),
+                    )
+                )
+        return out
 
     def blocks(self) -> Iterator[Block]:
         rows_total, cols_total = self.block_grid

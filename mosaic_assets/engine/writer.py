@@ -100,7 +100,7 @@ def scenes_in_block(grid: MosaicGrid, files: GtiFiles, block: Block) -> list[str
     """Item ids whose footprint intersects the block, from the index's spatial index (no scene I/O)."""
     if not exists(files.index):
         return []
-    bounds = grid.block_geobox(block.index).extent.boundingbox
+    bounds = grid.window_geobox(block).extent.boundingbox
     table = pyogrio.read_dataframe(
         vsi_path(files.index), layer=INDEX_LAYER, columns=["item_id"], bbox=tuple(bounds), read_geometry=False
     )
@@ -113,7 +113,7 @@ def block_scenes(grid: MosaicGrid, files: GtiFiles, block: Block, with_geometry:
     and z-order (to index a block's scenes again, signed). Indexes from before these columns give ids only."""
     if not exists(files.index):
         return []
-    bounds = grid.block_geobox(block.index).extent.boundingbox
+    bounds = grid.window_geobox(block).extent.boundingbox  # a piece asks for its own scenes only
     path = vsi_path(files.index)
     fields = set(pyogrio.read_info(path, layer=INDEX_LAYER)["fields"])
     columns = [c for c in [*SCENE_COLUMNS, SORT_FIELD] if c in fields]
@@ -185,7 +185,7 @@ def _culprits(spec: MosaicSpec, grid: MosaicGrid, block: Block, scenes: list[dic
     """After a failed block read: read each scene's part of the block at full resolution, alone, and
     report the ones that fail: item id -> "item <id>: asset <a> href <h>: <GDAL's message>"."""
     found: dict[str, str] = {}
-    bounds = grid.block_geobox(block.index).extent
+    bounds = grid.window_geobox(block).extent
     with gdal_env(stac=spec.stac):
         for scene in scenes:
             if "assets" not in scene:

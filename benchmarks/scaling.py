@@ -1,0 +1,159 @@
+"""``python -m benchmarks.scaling``: does one chunk-writer step use every CPU it is given?
+
+The figure behind the "Every core a writer pod pays for does work" issue: one step (a ranged run's
+partitions, ``engine.parallel_write.write_blocks``) with a CPU limit of N writer processes, N = 1, 2, ...
+up to this machine's CPUs. For each N: wall time, CPU seconds (the step's process and every worker it
+waited for), output Mpx/s; then throughput(N) / throughput(1) (target >= 0.85 N) and CPU used / (N x wall)
+(target >= 0.85).
+
+Data: the composites benchmark's scenes (``benchmarks.composites``: 20 Sentinel-2-shaped scenes over 10
+dates across UTM 32/33, per-band DEFLATE COGs, generated once and cached), as a plain mosaic (best on top,
+one GTI read per band) of 4 bands, 12.6 Mpx, chunks 1024² and one chunk per partition: 12 partitions, as
+a backfill batch of 12 is one ranged run. Each N runs in its own process, N alternating across repeats.
+Figures, never assertions; ``benchmarks/results/scaling.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from benchmarks.composites import ROOT, STEP, Layout, grid_bbox, prepare, scene_items
+from benchmarks.mixed_resolution import machine, wait_quiet
+
+RESULTS = Path(__file__).resolve().parent / "results" / "scaling.json"
+CASE = "scaling_mosaic"
+PARTITION_BYTES = "8MiB"  # one 1024² chunk of 4 uint16 bands per partition
+
+
+def child(job_path: str, cpus: int) -> dict:
+    """One step: every block of the job written on ``cpus`` worker processes, into a fresh template."""
+    from benchmarks.measure import Section, peak_rss_mb
+    from mosaic_assets.engine.grid import MosaicGrid
+    from mosaic_assets.engine.gti import GtiFiles
+    from mosaic_assets.engine.parallel_write import BlockTask, write_blocks
+    from mosaic_assets.engine.spec import parse_specs
+    from mosaic_assets.engine.store import ensure_template
+
+    job = json.loads(Path(job_path).read_text())
+    (spec,) = parse_specs(job["spec"])
+    grid = MosaicGrid.from_spec(spec)
+    files = GtiFiles.for_step(Path(job["gti"]), STEP)
+    shutil.rmtree(job["store"], ignore_errors=True)
+    ensure_template(spec, grid, job["store"], 1)
+    tasks = [BlockTask(b.key, files, 0, b) for b in grid.blocks()]
+    with Section() as section:
+        outcomes = write_blocks(spec, grid, job["store"], tasks, cpus=cpus)
+    failed = [o.error for o in outcomes if o.error]
+    if failed:
+        raise RuntimeError(failed[0])
+    mpx = grid.shape[0] * grid.shape[1] / 1e6
+    return {
+        "cpus": cpus,
+        "wall_s": section.wall_s,
+        "cpu_s": section.cpu_s,
+        "mpx": mpx,
+        "mpx_per_s": mpx / section.wall_s,
+        "cpu_s_per_mpx": section.cpu_s / mpx,
+        "utilisation": section.cpu_s / (cpus * section.wall_s),
+        "partitions": len(tasks),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def run_once(job_path: Path, cpus: int, quiet: float) -> dict:
+    busy, waited = wait_quiet(quiet, 300)
+    out = job_path.parent / f"result-{cpus}.json"
+    cmd = [sys.executable, "-m", "benchmarks.scaling", "--child", str(job_path), str(cpus), str(out)]
+    subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1])
+    result = json.loads(out.read_text())
+    return {**result, "others_before": busy, "waited_s": waited}
+
+
+def summarise(runs: list[dict]) -> dict:
+    by_cpus: dict[int, list[dict]] = {}
+    for run in runs:
+        by_cpus.setdefault(run["cpus"], []).append(run)
+    rows = {
+        n: {
+            k: statistics.median(r[k] for r in rs)
+            for k in ("wall_s", "cpu_s", "mpx_per_s", "cpu_s_per_mpx", "utilisation")
+        }
+        for n, rs in sorted(by_cpus.items())
+    }
+    base = rows[min(rows)]["mpx_per_s"]
+    for n, row in rows.items():
+        row["speedup"] = row["mpx_per_s"] / base
+        row["speedup_target"] = 0.85 * n
+        row["speedup_met"] = row["speedup"] >= 0.85 * n
+        row["utilisation_met"] = row["utilisation"] >= 0.85
+    return rows
+
+
+def table(rows: dict) -> str:
+    lines = ["cpus   wall s    cpu s   Mpx/s  cpu s/Mpx  speed-up (>= 0.85 N)  cpu/(N x wall) (>= 0.85)"]
+    for n, r in rows.items():
+        lines.append(
+            f"{n:>4} {r['wall_s']:8.2f} {r['cpu_s']:8.2f} {r['mpx_per_s']:7.2f} {r['cpu_s_per_mpx']:10.3f}"
+            f"  {r['speedup']:6.3f} {'met' if r['speedup_met'] else 'MISSED':>6}"
+            f"          {r['utilisation']:6.3f} {'met' if r['utilisation_met'] else 'MISSED':>6}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cpus", default="", help="comma-separated N (default: 1 .. this machine's CPUs)")
+    parser.add_argument("--quiet", type=float, default=0.3, help="before each run, wait until others use fewer cores")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--child", nargs=3, metavar=("JOB", "CPUS", "RESULT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        job, cpus, result = args.child
+        Path(result).write_text(json.dumps(child(job, int(cpus))))
+        return
+    from mosaic_assets.engine.capacity import available_cpus
+
+    counts = [int(c) for c in args.cpus.split(",")] if args.cpus else list(range(1, available_cpus() + 1))
+    layout = Layout()
+    items = scene_items(layout)  # generates the scenes once (cached)
+    job = prepare(CASE, items, grid_bbox(layout), PARTITION_BYTES)
+    job_path = ROOT / "work" / CASE / "job.json"
+    started = datetime.now(UTC)
+    runs = []
+    for repeat in range(args.repeats):
+        for cpus in counts if repeat % 2 == 0 else counts[::-1]:
+            run = run_once(job_path, cpus, args.quiet)
+            print(f"  repeat {repeat + 1} cpus {cpus}: wall {run['wall_s']:.2f} s cpu {run['cpu_s']:.2f} s", flush=True)
+            runs.append({**run, "repeat": repeat + 1})
+    rows = summarise(runs)
+    print(table(rows))
+    report = {
+        "benchmark": "scaling",
+        "date_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": machine(),
+        "worker_memory_gb_env": os.environ.get("MOSAIC_WORKER_MEMORY_GB", "(default 2)"),
+        "config": {
+            "case": CASE,
+            "partition_bytes": PARTITION_BYTES,
+            "partitions": len(job["blocks"]),
+            "repeats": args.repeats,
+        },
+        "runs": runs,
+        "summary": {str(n): r for n, r in rows.items()},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    shutil.rmtree(ROOT / "work" / CASE / "store.zarr", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Many blocks written at once, one worker process per CPU the step may use (``capacity.worker_cpus``).
+
+Why processes, not threads: measured, two threads writing blocks in one process ran 0.96x the speed of
+one (GDAL's warper and the GTI's per-tile work do not overlap well under one interpreter), while two
+processes run 1.8-1.9x. Each worker gets an equal share of the step's memory (``MOSAIC_WORKER_MEMORY_GB``
+divided by the workers), so GDAL's caches, sized from it by ``gdal_env`` (the seed's heuristics), add
+up to what the pod was given.
+
+The partition is not the unit of parallel work: a large partition is written in chunk-aligned pieces
+of at most ``PIECE_BYTES`` (``pieces_of``), so partitions can be a few GiB (a continent stays under
+Dagster's ~100k partitions per asset) while each worker holds one piece.
+
+Failures never stop the others: every block is attempted, each outcome (result, or the error naming
+item, asset and href) returned in the order given, so the caller can record what was written and fail
+naming every partition that was not. Every chunk is whole or absent either way: a piece is read
+completely before its region is written (``writer.write_block``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import traceback
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+from .capacity import CPUS_ENV, worker_cpus
+from .gdal_env import MEMORY_ENV, worker_memory_gb
+from .grid import Block, MosaicGrid
+from .gti import GtiFiles
+from .spec import MosaicSpec
+from .store import StoreMismatch
+from .workers import worker_pool
+from .writer import BlockWriteResult, SceneReadError, write_block
+
+
+@dataclass(frozen=True)
+class BlockTask:
+    """One block to write: ``key`` names it in messages (the partition key)."""
+
+    key: str
+    files: GtiFiles
+    time_index: int
+    block: Block
+
+
+@dataclass(frozen=True)
+class BlockOutcome:
+    """What became of a task: its result, or the error (``kind``: ``scene``, ``store`` or ``bug``, the
+    last with the worker's traceback) and whether a retry may help."""
+
+    key: str
+    result: BlockWriteResult | None = None
+    error: str | None = None
+    kind: str = ""
+    transient: bool = False
+
+
+PIECE_BYTES = 256 * 1024**2  # uncompressed bytes a writer reads and writes at once (RSS ~3x that)
+
+
+def write_blocks(
+    spec: MosaicSpec,
+    grid: MosaicGrid,
+    store: str,
+    tasks: list[BlockTask],
+    cpus: int | None = None,
+    piece_bytes: int = PIECE_BYTES,
+) -> list[BlockOutcome]:
+    """Write every task's block, on ``cpus`` worker processes (default: ``worker_cpus()``; in this
+    process when that is 1). Blocks larger than ``piece_bytes`` are cut into chunk-aligned pieces
+    (``pieces_of``), and so, down to a quarter of it, are a few large blocks, so every worker has work."""
+    cpus = cpus or worker_cpus()
+    pieces = pieces_of(spec, grid, tasks, cpus, piece_bytes)
+    workers = min(cpus, len(pieces))
+    if workers <= 1:
+        done = [write_one(spec, grid, store, piece) for piece in pieces]
+    else:
+        share = worker_memory_gb() / workers
+        with worker_pool(workers, initializer=functools.partial(_worker_setup, share)) as pool:
+            futures = [pool.submit(write_one, spec, grid, store, piece) for piece in pieces]
+            done = []
+            for piece, future in zip(pieces, futures):
+                try:
+                    done.append(future.result())
+                except BrokenProcessPool as exc:  # a worker was killed (OOM, SIGKILL): a retry may succeed
+                    done.append(BlockOutcome(piece.key, error=f"its worker process died: {exc}", transient=True))
+    return [_combined(task.key, [o for o in done if o.key == task.key]) for task in tasks]
+
+
+def pieces_of(
+    spec: MosaicSpec, grid: MosaicGrid, tasks: list[BlockTask], cpus: int, piece_bytes: int = PIECE_BYTES
+) -> list[BlockTask]:
+    """The tasks' blocks as pieces of at most ``piece_bytes``; with fewer blocks than CPUs, cut further
+    (to about as many pieces as CPUs, none below a quarter of ``piece_bytes``).
+
+    A block written in one piece is all or nothing: it is read whole before any chunk is written, so a
+    failure leaves its chunks as they were. A block written in several pieces is not: each piece is,
+    and a failed partition may hold its written pieces' new chunks beside the failed ones' old chunks
+    (each chunk whole) until its rerun. Small partitions (the default 256 MiB) are never cut."""
+    most = max(1, piece_bytes // spec.chunk_bytes)
+    if 0 < len(tasks) < cpus:
+        largest = max(_chunks(grid, t.block) for t in tasks)
+        least = max(1, piece_bytes // 4 // spec.chunk_bytes)
+        most = min(most, max(least, -(-largest * len(tasks) // cpus)))
+    return [
+        BlockTask(task.key, task.files, task.time_index, piece)
+        for task in tasks
+        for piece in grid.pieces(task.block, most)
+    ]
+
+
+def _chunks(grid: MosaicGrid, block: Block) -> int:
+    cy, cx = grid.chunk_shape
+    return -(-(block.rows.stop - block.rows.start) // cy) * -(-(block.cols.stop - block.cols.start) // cx)
+
+
+def _combined(key: str, outcomes: list[BlockOutcome]) -> BlockOutcome:
+    """One partition's outcome from its pieces': the first error (its chunks whole or absent, the other
+    pieces' written), retryable when every error was; else the results summed (``scenes``: the busiest
+    piece's, a scene touching two pieces is one scene)."""
+    errors = [o for o in outcomes if o.error is not None]
+    if errors:
+        first = errors[0]
+        return BlockOutcome(key, error=first.error, kind=first.kind, transient=all(o.transient for o in errors))
+    results = [o.result for o in outcomes]
+    if len(results) == 1:
+        return outcomes[0]
+    skipped = {s.item_id: s for r in results for s in r.skipped}
+    return BlockOutcome(
+        key,
+        BlockWriteResult(
+            scenes=max(r.scenes for r in results),
+            pixels=sum(r.pixels for r in results),
+            valid_pixels=sum(r.valid_pixels for r in results),
+            chunks_written=sum(r.chunks_written for r in results),
+            bytes_uncompressed=sum(r.bytes_uncompressed for r in results),
+            seconds=sum(r.seconds for r in results),
+            skipped=tuple(skipped[i] for i in sorted(skipped)),
+        ),
+    )
+
+
+def write_one(spec: MosaicSpec, grid: MosaicGrid, store: str, task: BlockTask) -> BlockOutcome:
+    """One block, its error caught into the outcome (exceptions with extra state do not pickle whole)."""
+    try:
+        return BlockOutcome(task.key, write_block(spec, grid, store, task.files, task.time_index, task.block))
+    except SceneReadError as exc:
+        return BlockOutcome(task.key, error=str(exc), kind="scene", transient=exc.transient)
+    except StoreMismatch as exc:
+        return BlockOutcome(task.key, error=str(exc), kind="store")
+    except Exception as exc:  # a bug: the caller raises it with the worker's traceback
+        return BlockOutcome(task.key, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", kind="bug")
+
+
+def _worker_setup(memory_gb: float) -> None:
+    """Pool initializer: this worker's share of the memory, and no pool of its own."""
+    os.environ[MEMORY_ENV] = f"{memory_gb:.3f}"
+    os.environ[CPUS_ENV] = "1"
