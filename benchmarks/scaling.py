@@ -42,6 +42,7 @@ def child(job_path: str, cpus: int) -> dict:
     from mosaic_assets.engine.spec import parse_specs
     from mosaic_assets.engine.store import ensure_template
 
+    os.environ["MOSAIC_WORKER_CPUS"] = str(cpus)  # the step's CPU limit, as the writer pod sets it
     job = json.loads(Path(job_path).read_text())
     (spec,) = parse_specs(job["spec"])
     grid = MosaicGrid.from_spec(spec)
@@ -50,7 +51,7 @@ def child(job_path: str, cpus: int) -> dict:
     ensure_template(spec, grid, job["store"], 1)
     tasks = [BlockTask(b.key, files, 0, b) for b in grid.blocks()]
     with Section() as section:
-        outcomes = write_blocks(spec, grid, job["store"], tasks, cpus=cpus)
+        outcomes = write_blocks(spec, grid, job["store"], tasks)
     failed = [o.error for o in outcomes if o.error]
     if failed:
         raise RuntimeError(failed[0])

@@ -10,6 +10,7 @@ import os
 
 import rasterio
 
+from .capacity import worker_cpus
 from .object_store import gdal_s3_config
 from .spec import StacSource
 
@@ -80,6 +81,9 @@ def gdal_env(memory_gb: float | None = None, stac: StacSource | None = None) -> 
     object-store endpoint when only botocore's spelling of it is set (see object_store), plus what
     the mosaic's ``stac`` source needs (``source_config``)."""
     options: dict[str, str | bool] = dict(worker_config(memory_gb if memory_gb is not None else worker_memory_gb()))
+    # GDAL's own threads (decompression, GTI tiles) share this process's CPUs, not the machine's: a pool
+    # worker has one (capacity.worker_cpus), so N workers never run N x ALL_CPUS threads
+    options["GDAL_NUM_THREADS"] = str(worker_cpus())
     options.update(gdal_s3_config())
     options.update(source_config(stac))
     for key in OPERATOR_OVERRIDES:  # an operator's explicit setting in the environment wins
