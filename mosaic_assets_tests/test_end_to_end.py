@@ -69,7 +69,7 @@ def test_every_asset_materialized_in_dagster(built_mosaic: BuiltMosaic) -> None:
 
 def test_every_check_ran_and_passed_in_each_build_run(built_mosaic: BuiltMosaic) -> None:
     """Build's runs (one cached job per selection, the chunk checks in one step) still evaluate every
-    check: the template's once, each chunk check once per ranged chunk run, planned for every partition."""
+    check: the template's once, each chunk check once per partition, in the ranged run that wrote it."""
     import os
 
     from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
@@ -84,15 +84,47 @@ def test_every_check_ran_and_passed_in_each_build_run(built_mosaic: BuiltMosaic)
         chunk_runs = {r.run_id for r in instance.get_runs() if RANGE_START in r.tags}  # build ranges chunks only
         partitions = instance.get_materialized_partitions(chunks)
         assert len(chunk_runs) >= 2 and len(partitions) > len(chunk_runs), (chunk_runs, partitions)
-        planned = AssetCheckExecutionRecordStatus.PLANNED
         for name in CHUNK_CHECKS:
             history = storage.get_asset_check_execution_history(dg.AssetCheckKey(chunks, name), limit=1000)
-            # Dagster 1.13 plans a partitioned check per partition but records a ranged run's result once,
-            # without a partition (AssetCheckResult has none to give): one result per chunk run
-            assert sorted(str(h.partition) for h in history if h.status == planned) == sorted(partitions), name
-            results = [h for h in history if h.status != planned]
-            assert sorted(h.run_id for h in results) == sorted(chunk_runs), name
-            assert all(h.status == AssetCheckExecutionRecordStatus.SUCCEEDED for h in results), name
+            # each partition of a ranged run has its own evaluation (chunk_audits reports them per
+            # partition): none left planned, none without a partition, every one passed
+            assert sorted(str(h.partition) for h in history) == sorted(partitions), name
+            assert all(h.status == AssetCheckExecutionRecordStatus.SUCCEEDED for h in history), name
+            assert {h.run_id for h in history} == chunk_runs, name
+
+
+def test_each_chunk_partition_shows_its_own_check_results_through_graphql(
+    built_mosaic: BuiltMosaic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the UI's Checks tab reads: Dagster's GraphQL (the webserver's schema, in process, over the
+    build's instance and the code location of workspace.yaml) gives every chunk partition each check's
+    own result, passed, from the ranged run that wrote it."""
+    from dagster._core.instance.ref import InstanceRef
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+    from dagster_graphql.test.utils import execute_dagster_graphql
+
+    from .conftest import REPO
+
+    query = (
+        "query($k: AssetKeyInput!, $n: String!, $p: String) { assetCheckExecutions(assetKey: $k, "
+        "checkName: $n, limit: 1000, partition: $p) { partition status runId evaluation { success } } }"
+    )
+    for name, value in built_mosaic.env.items():
+        monkeypatch.setenv(name, value)
+    chunks = dg.AssetKey(["testmosaic", "mosaic_chunks"])
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(built_mosaic.dagster_home))) as instance:
+        partitions = sorted(instance.get_materialized_partitions(chunks))
+        target = WorkspaceFileTarget([str(REPO / "workspace.yaml")])
+        with WorkspaceProcessContext(instance, target) as workspace:
+            context = workspace.create_request_context()
+            for name in CHUNK_CHECKS:
+                variables = {"k": {"path": chunks.path}, "n": name, "p": None}
+                rows = execute_dagster_graphql(context, query, variables).data["assetCheckExecutions"]
+                assert sorted(r["partition"] for r in rows) == partitions, name
+                assert all(r["status"] == "SUCCEEDED" and r["evaluation"]["success"] for r in rows), name
+                one = execute_dagster_graphql(context, query, {**variables, "p": partitions[0]}).data
+                assert [r["partition"] for r in one["assetCheckExecutions"]] == [partitions[0]], name
 
 
 @pytest.mark.parametrize("step_key, time_index", [("2024-06-01", 0), ("2024-06-03", 2)])
