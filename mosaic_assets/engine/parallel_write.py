@@ -76,16 +76,34 @@ def write_blocks(
     if workers <= 1:
         done = [write_one(spec, grid, store, piece) for piece in pieces]
     else:
-        share = worker_memory_gb() / workers
-        with worker_pool(workers, initializer=functools.partial(_worker_setup, share)) as pool:
-            futures = [pool.submit(write_one, spec, grid, store, piece) for piece in pieces]
-            done = []
-            for piece, future in zip(pieces, futures):
-                try:
-                    done.append(future.result())
-                except BrokenProcessPool as exc:  # a worker was killed (OOM, SIGKILL): a retry may succeed
-                    done.append(BlockOutcome(piece.key, error=f"its worker process died: {exc}", transient=True))
+        done = _on_pool(spec, grid, store, pieces, workers)
     return [_combined(task.key, [o for o in done if o.key == task.key]) for task in tasks]
+
+
+def _on_pool(
+    spec: MosaicSpec, grid: MosaicGrid, store: str, pieces: list[BlockTask], workers: int
+) -> list[BlockOutcome]:
+    """The pieces on a pool of ``workers`` processes. A worker killed (OOM, SIGKILL, node pressure)
+    breaks the pool: the pieces not done are reported as transient failures, and the other workers are
+    killed at once rather than waited for (one may hold the pool's queue lock the dead one left taken)."""
+    share = worker_memory_gb() / workers
+    pool = worker_pool(workers, initializer=functools.partial(_worker_setup, share))
+    broken = False
+    try:
+        futures = [pool.submit(write_one, spec, grid, store, piece) for piece in pieces]
+        done = []
+        for piece, future in zip(pieces, futures):
+            try:
+                done.append(future.result())
+            except BrokenProcessPool as exc:
+                broken = True
+                done.append(BlockOutcome(piece.key, error=f"its worker process died: {exc}", transient=True))
+        return done
+    finally:
+        if broken:
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.kill()
+        pool.shutdown(wait=not broken, cancel_futures=True)
 
 
 def pieces_of(
