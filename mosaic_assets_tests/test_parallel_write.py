@@ -30,6 +30,13 @@ SCENES = SceneSetConfig(
 )
 
 
+@pytest.fixture(autouse=True)
+def pool_for_small_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These blocks are small: a spawned pool would not be worth it (parallel_write._worth_a_pool), and
+    the tests are about the pool."""
+    monkeypatch.setenv("MOSAIC_WORKER_POOL_MIN_BYTES", "0")
+
+
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory: pytest.TempPathFactory) -> list:
     return generate_scenes(tmp_path_factory.mktemp("parallel-scenes"), SCENES)
@@ -205,6 +212,7 @@ def test_a_ranged_run_with_two_writer_processes_matches_the_serial_build(built_m
     chunks equal those of the session's build (one writer process per step)."""
     env = dagster_env(tmp_path, spec_document(small_scenes.api), small_scenes.api)
     env["MOSAIC_WORKER_CPUS"] = "2"
+    env["MOSAIC_WORKER_POOL_MIN_BYTES"] = "0"  # a pool even for these small partitions
     run_build(env)
     parallel = chunk_hashes(str(tmp_path / "data" / "stores" / "testmosaic.zarr"))
     assert parallel and parallel == chunk_hashes(built_mosaic.store)

@@ -2,8 +2,9 @@
 
 The executor is set on ``Definitions`` (not in run config) so that backfill, sensor and automation
 runs use it too; otherwise asset ``op_tags`` would be ignored by them. The chunk writer's pod shape
-and its GDAL caches come from the same constants here: ``worker_config(WRITER_MEMORY_GB)`` sizes
-GDAL from the pod's memory limit, so the two cannot drift apart. Requests equal limits because
+and its GDAL caches come from the same constants here: each of its ``WRITER_CPU`` writer processes
+sizes GDAL from its share of the pod's memory limit (``worker_config(WRITER_MEMORY_GB / WRITER_CPU)``),
+so the two cannot drift apart. Requests equal limits because
 dagster-k8s merges ``dagster-k8s/config`` DEEP over the code location's resources: a request set
 alone could land above an inherited limit, which Kubernetes rejects.
 
@@ -54,7 +55,7 @@ def writer_env() -> list[dict[str, str]]:
     by gdal_env at run time, split equally between the processes), and the GDAL options of one writer
     process (its share of the memory), spelled out so the Job spec shows what GDAL will use."""
     share = WRITER_MEMORY_GB / WRITER_CPU
-    env = {CPUS_ENV: str(WRITER_CPU), MEMORY_ENV: str(WRITER_MEMORY_GB), **worker_config(share)}
+    env = {CPUS_ENV: str(WRITER_CPU), MEMORY_ENV: str(WRITER_MEMORY_GB), **worker_config(share, threads=1)}
     return [{"name": name, "value": value} for name, value in env.items()]
 
 

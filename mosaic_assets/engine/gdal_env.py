@@ -31,8 +31,9 @@ def worker_memory_gb() -> float:
     return value
 
 
-def worker_config(memory_gb: float, debug: bool = False) -> dict[str, str]:
-    """GDAL config options for a writer with ``memory_gb`` of memory."""
+def worker_config(memory_gb: float, debug: bool = False, threads: int | None = None) -> dict[str, str]:
+    """GDAL config options for a writer process with ``memory_gb`` of memory and ``threads`` CPUs for
+    GDAL's own threads (decompression, GTI tiles; None: every CPU)."""
     gib = 1024**3
     return {
         # GDAL retries HTTP 429/5xx itself with exponential backoff (measured: delays d, ~2d, ~4d, ...), so
@@ -53,7 +54,7 @@ def worker_config(memory_gb: float, debug: bool = False) -> dict[str, str]:
         # multiply by the scenes a block touches, so it is capped.
         "VSI_CACHE_SIZE": str(min(int(gib * memory_gb / 3), 64 * 1024**2)),
         "GDAL_CACHEMAX": str(int(gib * memory_gb / 2)),
-        "GDAL_NUM_THREADS": "ALL_CPUS",
+        "GDAL_NUM_THREADS": "ALL_CPUS" if threads is None else str(threads),
         # GDAL 3.12's GTI reads tiles on the GDAL_NUM_THREADS pool, and a reprojected tile's warp
         # queues jobs on that same pool and waits for them: with 2 threads both wait forever (seen
         # under gdb in the benchmark). Parallelism comes from processes over partitions anyway.
@@ -80,10 +81,10 @@ def gdal_env(memory_gb: float | None = None, stac: StacSource | None = None) -> 
     GDAL_CACHEMAX as an int; the string form is what a pod's environment carries), plus the
     object-store endpoint when only botocore's spelling of it is set (see object_store), plus what
     the mosaic's ``stac`` source needs (``source_config``)."""
-    options: dict[str, str | bool] = dict(worker_config(memory_gb if memory_gb is not None else worker_memory_gb()))
-    # GDAL's own threads (decompression, GTI tiles) share this process's CPUs, not the machine's: a pool
-    # worker has one (capacity.worker_cpus), so N workers never run N x ALL_CPUS threads
-    options["GDAL_NUM_THREADS"] = str(worker_cpus())
+    # GDAL's own threads share this process's CPUs, not the machine's: a pool worker has one
+    # (capacity.worker_cpus), so N workers never run N x ALL_CPUS threads
+    memory = memory_gb if memory_gb is not None else worker_memory_gb()
+    options: dict[str, str | bool] = dict(worker_config(memory, threads=worker_cpus()))
     options.update(gdal_s3_config())
     options.update(source_config(stac))
     for key in OPERATOR_OVERRIDES:  # an operator's explicit setting in the environment wins

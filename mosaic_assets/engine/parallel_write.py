@@ -30,7 +30,7 @@ from .grid import Block, MosaicGrid
 from .gti import GtiFiles
 from .spec import MosaicSpec
 from .store import StoreMismatch
-from .workers import worker_pool
+from .workers import start_method, worker_pool
 from .writer import BlockWriteResult, SceneReadError, write_block
 
 
@@ -73,7 +73,7 @@ def write_blocks(
     cpus = cpus or worker_cpus()
     pieces = pieces_of(spec, grid, tasks, cpus, piece_bytes)
     workers = min(cpus, len(pieces))
-    if workers <= 1:
+    if workers <= 1 or not _worth_a_pool(spec, grid, pieces):
         done = [write_one(spec, grid, store, piece) for piece in pieces]
     else:
         done = _on_pool(spec, grid, store, pieces, workers)
@@ -104,6 +104,21 @@ def _on_pool(
             for process in list((getattr(pool, "_processes", None) or {}).values()):
                 process.kill()
         pool.shutdown(wait=not broken, cancel_futures=True)
+
+
+POOL_MIN_BYTES_ENV = "MOSAIC_WORKER_POOL_MIN_BYTES"
+POOL_MIN_BYTES = 256 * 1024**2  # below this much output a spawned pool costs more than it saves
+
+
+def _worth_a_pool(spec: MosaicSpec, grid: MosaicGrid, pieces: list[BlockTask]) -> bool:
+    """A forked pool costs next to nothing; a spawned one (the step's process already runs threads, as a
+    Dagster step does) ~3 CPU s per worker for its imports, more than a few small partitions take to
+    write (a demo's ranged run). Work of at least ``MOSAIC_WORKER_POOL_MIN_BYTES`` (256 MiB of output:
+    one default partition) is worth it either way."""
+    if start_method() == "fork":
+        return True
+    least = int(os.environ.get(POOL_MIN_BYTES_ENV) or POOL_MIN_BYTES)
+    return sum(_chunks(grid, p.block) for p in pieces) * spec.chunk_bytes >= least
 
 
 def pieces_of(
