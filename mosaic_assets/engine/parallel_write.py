@@ -130,7 +130,8 @@ def pieces_of(
     A block written in one piece is all or nothing: it is read whole before any chunk is written, so a
     failure leaves its chunks as they were. A block written in several pieces is not: each piece is,
     and a failed partition may hold its written pieces' new chunks beside the failed ones' old chunks
-    (each chunk whole) until its rerun. Small partitions (the default 256 MiB) are never cut."""
+    (each chunk whole) until its rerun. Partitions of at most a quarter of ``piece_bytes`` (64 MiB by
+    default) are never cut."""
     most = max(1, piece_bytes // spec.chunk_bytes)
     if 0 < len(tasks) < cpus:
         largest = max(_chunks(grid, t.block) for t in tasks)
