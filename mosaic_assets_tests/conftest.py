@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -209,3 +210,13 @@ def engine_setup_for(spec: MosaicSpec, items: list[dict], tmp: Path) -> EngineSe
     store = str(tmp / "store.zarr")
     ensure_template(spec, grid, store, 1)
     return EngineSetup(spec, grid, table, files, store)
+
+
+def chunk_hashes(store: str) -> dict[str, str]:
+    """sha256 of every chunk object of the mosaic variable, by its path in the store."""
+    root = Path(store) / "mosaic"
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.startswith("zarr.")
+    }

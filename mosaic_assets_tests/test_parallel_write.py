@@ -4,7 +4,6 @@ and the CPU count the writers take (``engine.capacity``)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -23,7 +22,7 @@ from mosaic_assets.engine.parallel_write import BlockTask, write_blocks
 from mosaic_assets.engine.planner import blocks_with_scenes
 from mosaic_assets.engine.spec import MosaicSpec, parse_specs
 
-from .conftest import REPO, EngineSetup, dagster_env, engine_setup_for, run_build, spec_document
+from .conftest import REPO, EngineSetup, chunk_hashes, dagster_env, engine_setup_for, run_build, spec_document
 
 SCENES = SceneSetConfig(
     collection="parallel-scenes", dates=(date(2024, 6, 1),), scenes_per_date=5, scene_size=640, spread_m=3500.0, seed=8
@@ -54,16 +53,6 @@ def _setup(scenes: list, tmp: Path) -> EngineSetup:
 
 def _tasks(setup: EngineSetup) -> list[BlockTask]:
     return [BlockTask(b.key, setup.files, 0, b) for b in setup.grid.blocks()]
-
-
-def chunk_hashes(store: str) -> dict[str, str]:
-    """sha256 of every chunk object of the mosaic variable, by its path in the store."""
-    root = Path(store) / "mosaic"
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.name.startswith("zarr.")
-    }
 
 
 def _block_of(chunk_path: str, setup: EngineSetup) -> str:

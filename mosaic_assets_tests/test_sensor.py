@@ -194,7 +194,7 @@ def test_scenes_arriving_one_by_one_through_the_sensor_give_the_bytes_of_all_at_
     from mosaic_assets.defs.mosaic import build_mosaic_assets
     from mosaic_assets.defs.resources import DataRootResource, StacApiResource
 
-    from .test_parallel_write import chunk_hashes
+    from .conftest import chunk_hashes
 
     config = SceneSetConfig(
         collection=COLLECTION,
