@@ -13,13 +13,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyogrio
 import pytest
 import rasterio
 import xarray as xr
 import yaml
 
 from mosaic_assets.engine.anchor import resolve_native
-from mosaic_assets.engine.bandgroups import read_groups
+from mosaic_assets.engine.bandgroups import read_groups, read_plan, stacks_in
 from mosaic_assets.engine.catalog import (
     CatalogError,
     declared_scaling,
@@ -29,11 +30,11 @@ from mosaic_assets.engine.catalog import (
     search_time_step,
 )
 from mosaic_assets.engine.grid import MosaicGrid
-from mosaic_assets.engine.gti import GtiFiles, build_gti
+from mosaic_assets.engine.gti import INDEX_LAYER, GtiFiles, build_gti
 from mosaic_assets.engine.preview import preview_image
 from mosaic_assets.engine.spec import MosaicSpec, parse_specs
 from mosaic_assets.engine.store import ensure_template
-from mosaic_assets.engine.writer import SceneReadError, write_block
+from mosaic_assets.engine.writer import SceneReadError, block_scenes, write_block
 
 from .catalog_fixtures import (
     EQUAL_AREA_CRS,
@@ -122,6 +123,24 @@ def test_each_catalog_shape_in_its_own_crs_copies_the_scenes(
     spec, grid, table, store = _build(spec, stac_api, tmp_path)
     figures = _check_every_asset(spec, grid, table, store, tmp_path)
     print(name, json.dumps(figures))
+    assert all(f["native_pixels"] > 4000 for f in figures.values())
+
+
+def test_assets_on_one_grid_are_read_as_one_stack(
+    fixtures: dict[str, CatalogFixture], stac_api: str, tmp_path: Path
+) -> None:
+    """Planetary Computer's Sentinel-2 (a COG per band): red and nir (10 m) are one stack, swir16 and scl
+    (20 m, both nearest) another. The index names both, every block's read plan takes 2 GTIs for the 4
+    bands, and every band still equals GDAL's warp of its own asset, in both CRSs of the scenes."""
+    fixture = _loaded(stac_api, fixtures["pc_s2_l2a"])
+    spec = _spec(stac_api, fixture, anchor="native", best_on_top={"property": "proj:epsg", "best": "lowest"})
+    spec, grid, table, store = _build(spec, stac_api, tmp_path)
+    files = GtiFiles.for_step(tmp_path / "gti", spec.time.start.isoformat())
+    fields = pyogrio.read_info(str(files.index), layer=INDEX_LAYER)["fields"]
+    assert [s.name for s in stacks_in(spec, fields)] == ["s0_1", "s2_3"]
+    plans = {tuple(g.name for g in read_plan(spec, block_scenes(grid, files, b))) for b in grid.blocks()}
+    assert plans == {("s0_1", "s2_3")}
+    figures = _check_every_asset(spec, grid, table, store, tmp_path)
     assert all(f["native_pixels"] > 4000 for f in figures.values())
 
 

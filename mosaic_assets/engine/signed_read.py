@@ -22,7 +22,7 @@ from rasterio.io import MemoryFile
 from .bandgroups import ReadGroup
 from .catalog import MISSING, CatalogError, HrefPolicy, gdal_path
 from .grid import MosaicGrid
-from .gti import INDEX_LAYER, SORT_FIELD, gti_xml, tile_location
+from .gti import INDEX_LAYER, SORT_FIELD, gti_xml, scene_location
 from .modifier import ModifierError, load_modifier, redact_text, signed_hrefs
 from .spec import MosaicSpec
 
@@ -67,7 +67,7 @@ def signed_gti(spec: MosaicSpec, grid: MosaicGrid, group: ReadGroup, scenes: lis
         {
             "type": "Feature",
             "properties": {
-                group.location_field: tile_location(spec, group, s["assets"][group.asset], s["signed"][group.asset]),
+                group.location_field: scene_location(spec, group, s["assets"], s["signed"]),
                 SORT_FIELD: int(s[SORT_FIELD]),
             },
             "geometry": shapely.geometry.mapping(s["geometry"]),

@@ -30,7 +30,7 @@ from pyproj import CRS
 from rasterio.errors import RasterioError, WindowError
 from rasterio.windows import Window, from_bounds
 
-from .bandgroups import read_groups
+from .bandgroups import STACK_FIELD_PREFIX, read_plan
 from .catalog import MISSING
 from .composite_read import composite_block, needs_scene_reads
 from .gdal_env import gdal_env
@@ -110,13 +110,15 @@ def scenes_in_block(grid: MosaicGrid, files: GtiFiles, block: Block) -> list[str
 def block_scenes(grid: MosaicGrid, files: GtiFiles, block: Block, with_geometry: bool = False) -> list[dict]:
     """What the index says about each scene touching the block (item id, its assets' hrefs, grids and
     band metadata as STAC declared them), sorted by item id; with ``with_geometry`` also its footprint
-    and z-order (to index a block's scenes again, signed). Indexes from before these columns give ids only."""
+    and z-order (to index a block's scenes again, signed), and its stacks' locations (``bandgroups.read_plan``).
+    Indexes from before these columns give ids only."""
     if not exists(files.index):
         return []
     bounds = grid.window_geobox(block).extent.boundingbox  # a piece asks for its own scenes only
     path = vsi_path(files.index)
     fields = set(pyogrio.read_info(path, layer=INDEX_LAYER)["fields"])
-    columns = [c for c in [*SCENE_COLUMNS, SORT_FIELD] if c in fields]
+    stacked = sorted(f for f in fields if f.startswith(STACK_FIELD_PREFIX))  # which stacks apply (read_plan)
+    columns = [c for c in [*SCENE_COLUMNS, SORT_FIELD] if c in fields] + stacked
     table = pyogrio.read_dataframe(
         path, layer=INDEX_LAYER, columns=columns, bbox=tuple(bounds), read_geometry=with_geometry
     )
@@ -226,9 +228,10 @@ def read_block(
     signed: list[dict] | None = None,
     scenes: list[dict] | None = None,
 ) -> np.ndarray:
-    """(band, y, x) pixels of the block, one GTI read per read group (``bandgroups``) stacked in the
-    spec's band order, under the writer's GDAL config. ``exclude``: item ids the read leaves out (the
-    GTI's FILTER open option, so the index itself is never rewritten). ``signed``: the block's scenes
+    """(band, y, x) pixels of the block, one GTI read per read group (``bandgroups``; a stack where every
+    scene of the block has it, ``read_plan``) stacked in the spec's band order, under the writer's GDAL
+    config. ``exclude``: item ids the read leaves out (the GTI's FILTER open option, so the index itself
+    is never rewritten). ``signed``: the block's scenes
     with freshly signed paths: read through a GTI of just those scenes, held in memory (``signed_gti``).
     A spec with a mask, a reducer or the count band composites the block scene by scene instead
     (``composite_read``): ``scenes`` (``block_scenes``) or ``signed`` must then name them."""
@@ -238,7 +241,8 @@ def read_block(
         chosen = [s for s in (signed or scenes) if s["item_id"] not in (exclude or ())]
         return composite_block(spec, grid, files, block, chosen)
     window = Window(block.cols.start, block.rows.start, block.shape[1], block.shape[0])
-    groups = read_groups(spec)
+    kept = None if scenes is None else [s for s in (signed or scenes) if s["item_id"] not in (exclude or ())]
+    groups = read_plan(spec, kept)
     out = np.empty((len(spec.bands), *block.shape), dtype=spec.dtype) if len(groups) > 1 else None
     with gdal_env(stac=spec.stac):
         for group in groups:
