@@ -12,7 +12,9 @@ import pytest
 from mosaic_assets.engine.composite import (
     StreamingReducer,
     composite_first_valid,
+    fills_with_nodata,
     median,
+    median_filled,
     median_strip_rows,
 )
 
@@ -118,6 +120,29 @@ def test_median_over_many_observations_and_in_place(n: int) -> None:
     expected = _reference(_nanmedian(stack, valid), valid.sum(axis=0) == 0, "uint16", 0)
     np.testing.assert_array_equal(median(stack, valid, "uint16", 0), expected)
     np.testing.assert_array_equal(median(stack.copy(), valid, "uint16", 0, overwrite_input=True), expected)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 20, 64, 65, 90])
+@pytest.mark.parametrize(
+    "dtype, out_dtype, nodata",
+    [("uint16", "uint16", 0), ("uint16", "uint16", 65535), ("uint8", "float32", 255), ("uint32", "uint32", 0)],
+)
+def test_median_of_a_nodata_filled_stack_matches_nanmedian(dtype: str, out_dtype: str, nodata: float, n: int) -> None:
+    """The composite path's median: invalid observations hold nodata (the dtype's min or max), no mask."""
+    rng = np.random.default_rng(n + 7)
+    stack, valid = _values(rng, dtype, (n, Y, X)), _valid(rng, n, (Y, X))
+    valid &= stack != nodata  # a band's own nodata is never an observation
+    filled = np.where(valid, stack, np.array(nodata, dtype=dtype))
+    expected = _reference(_nanmedian(stack, valid), valid.sum(axis=0) == 0, out_dtype, nodata)
+    assert fills_with_nodata(dtype, nodata)
+    np.testing.assert_array_equal(median_filled(filled, nodata, out_dtype), expected)
+    np.testing.assert_array_equal(median_filled(filled.copy(), nodata, out_dtype, overwrite_input=True), expected)
+
+
+def test_median_filled_refuses_a_nodata_inside_the_range() -> None:
+    assert not fills_with_nodata("uint16", 7) and not fills_with_nodata("int16", -32768)
+    with pytest.raises(ValueError, match="nodata is its min or max"):
+        median_filled(np.zeros((3, 2, 2), dtype=np.uint16), 7, "uint16")
 
 
 def test_median_rounds_half_to_even_and_keeps_valid_max() -> None:

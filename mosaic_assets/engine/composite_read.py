@@ -20,12 +20,13 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from .bandgroups import ReadGroup, mask_group, read_groups
-from .composite import StreamingReducer, median, median_strip_rows
+from .bandgroups import ReadGroup, mask_group, read_plan
+from .composite import StreamingReducer, fills_with_nodata, median, median_filled, median_strip_rows
 from .gdal_env import gdal_env, worker_memory_gb
 from .grid import Block, MosaicGrid
 from .gti import SORT_FIELD, GtiFiles
 from .masks import usable
+from .nested_read import read_nested_band
 from .object_store import vsi_path
 from .signed_read import signed_gti
 from .spec import MosaicSpec
@@ -48,24 +49,32 @@ class SceneLayers:
     def __init__(self, spec: MosaicSpec, grid: MosaicGrid, files: GtiFiles, block: Block) -> None:
         self.spec, self.grid, self.files, self.block = spec, grid, files, block
 
-    def group(self, group: ReadGroup, scene: dict, rows: slice, margin: int = 0) -> np.ndarray:
+    def group(
+        self, group: ReadGroup, scene: dict, rows: slice, margin: int = 0, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """The group's pixels of ``rows`` of the block, grown by ``margin`` pixels on every side the grid
-        has room for (a dilation must see the clouds just outside the block)."""
+        has room for (a dilation must see the clouds just outside the block); read into ``out`` if given."""
+        window = self._window(rows, margin)
+        if "signed" in scene:
+            with signed_gti(self.spec, self.grid, group, [scene]) as gti:
+                return gti.read(window=window, out=out)
+        with rasterio.open(vsi_path(self.files.group_xml(group)), FILTER=_only(scene["item_id"])) as gti:
+            return gti.read(window=window, out=out)
+
+    def _window(self, rows: slice, margin: int) -> Window:
         height, width = self.grid.shape
         top, left = max(0, self.block.rows.start + rows.start - margin), max(0, self.block.cols.start - margin)
         bottom = min(height, self.block.rows.start + rows.stop + margin)
         right = min(width, self.block.cols.stop + margin)
-        window = Window(left, top, right - left, bottom - top)
-        if "signed" in scene:
-            with signed_gti(self.spec, self.grid, group, [scene]) as gti:
-                return gti.read(window=window)
-        with rasterio.open(vsi_path(self.files.group_xml(group)), FILTER=_only(scene["item_id"])) as gti:
-            return gti.read(window=window)
+        return Window(left, top, right - left, bottom - top)
 
     def pixels(self, scene: dict, rows: slice) -> np.ndarray:
-        """(band, rows, x) of the spec's bands."""
+        """(band, rows, x) of the spec's bands: one read per group of the scene's ``read_plan``."""
+        groups = read_plan(self.spec, [scene])
+        if len(groups) == 1:
+            return self.group(groups[0], scene, rows)
         out = np.empty((len(self.spec.bands), rows.stop - rows.start, self.block.shape[1]), dtype=self.spec.dtype)
-        for group in read_groups(self.spec):
+        for group in groups:
             out[list(group.positions)] = self.group(group, scene, rows)
         return out
 
@@ -77,7 +86,13 @@ class SceneLayers:
         if group is None:
             return None
         margin = self.spec.mask.dilate_pixels
-        values = self.group(group, scene, slice(0, self.block.shape[0]), margin)[0]
+        whole = slice(0, self.block.shape[0])
+        values = None
+        if "assets" in scene:  # on its own grid where that nests in the mosaic's (nested_read)
+            asset, path = scene["assets"][group.asset], scene.get("signed", {}).get(group.asset)
+            values = read_nested_band(self.spec, self.grid, group.bands[0], asset, self._window(whole, margin), path)
+        if values is None:
+            values = self.group(group, scene, whole, margin)[0]
         top = self.block.rows.start - max(0, self.block.rows.start - margin)
         left = self.block.cols.start - max(0, self.block.cols.start - margin)
         height, width = self.block.shape
@@ -145,39 +160,85 @@ def _strips(height: int, rows: int) -> Iterator[slice]:
 
 
 def _median(spec, block, layers, scenes) -> tuple[np.ndarray, np.ndarray]:
-    """Per row strip, read group by read group (each band is read once per scene, whatever the others):
-    every scene's strip of the group stacked, then the masked median band by band, sorting the stack in
-    place. Strips are sized for the widest group's stack, so a block of single-band assets is usually
-    one strip. The scenes' masks are made once on the whole block and kept as bits (a year of scenes:
-    n x block / 8 bytes), unpacked once per strip for every group."""
+    """Per row strip, read group by read group (each band is read once per scene, whatever the others;
+    a stack where every scene has it, ``read_plan``): every scene's strip of the group stacked, then the
+    masked median band by band, sorting the stack in place. Strips are sized for the widest group's
+    stack, so a block of single-band assets is usually one strip. The scenes' masks are made once on the
+    whole block and kept as bits (a year of scenes: n x block / 8 bytes), unpacked once per strip.
+
+    Reflectance (unsigned, nodata 0 or the max: ``fills_with_nodata``) takes no per-band mask: a masked
+    entry is set to nodata by one AND (OR) with the strip's mask, and nodata marks the invalid in the
+    sort. The count band ORs (ANDs) the filled bands. Other dtypes build each band's bool mask."""
     height, width = block.shape
     masks = {}
     for scene in scenes:
         mask = layers.usable(scene)
         masks[scene["item_id"]] = None if mask is None else np.packbits(mask, axis=1)
     budget = int(worker_memory_gb() * 1024**3 * MEDIAN_MEMORY_FRACTION)
-    groups = read_groups(spec)
+    groups = read_plan(spec, scenes)
     widest = max(len(g.bands) for g in groups)
-    rows = median_strip_rows(max(1, len(scenes)), width, np.dtype(spec.dtype).itemsize, budget, bands=widest, flags=3)
+    itemsize = np.dtype(spec.dtype).itemsize
+    filled = fills_with_nodata(spec.dtype, spec.nodata)
+    flags = 2 * itemsize + 1 if filled else 3  # the strip's mask (and its fill), the count's accumulator
+    rows = median_strip_rows(max(1, len(scenes)), width, itemsize, budget, bands=widest, flags=flags)
     out = np.empty((len(spec.bands), height, width), dtype=spec.dtype)
     count = np.zeros(block.shape, dtype=np.int32)
     for strip in _strips(height, rows):
         shape = (len(scenes), strip.stop - strip.start, width)
-        usable = np.ones(shape, dtype=bool)
-        for n, scene in enumerate(scenes):
-            bits = masks[scene["item_id"]]
-            if bits is not None:
-                usable[n] = np.unpackbits(bits[strip], axis=1, count=width).view(bool)
-        seen = np.zeros(shape, dtype=bool)  # a usable observation of any band: the count band
+        usable = _strip_masks(scenes, masks, strip, shape)
+        if filled:
+            fill = None if usable is None else _nodata_fill(spec, usable)
+            usable = None  # the fill holds it now
+            seen = np.full(shape, spec.nodata_value, dtype=spec.dtype)
+        else:
+            seen = np.zeros(shape, dtype=bool)  # a usable observation of any band: the count band
         for group in groups:
             stack = np.empty((len(scenes), len(group.bands), *shape[1:]), dtype=spec.dtype)
             for n, scene in enumerate(scenes):
-                stack[n] = layers.group(group, scene, strip)
+                layers.group(group, scene, strip, out=stack[n])
             for i, position in enumerate(group.positions):
-                valid = _holds_data(spec, stack[:, i])
-                valid &= usable
+                band = stack[:, i]
+                if filled:
+                    _fill_and_see(spec, band, fill, seen)
+                    out[position, strip] = median_filled(band, spec.nodata, spec.dtype, overwrite_input=True)
+                    continue
+                valid = _holds_data(spec, band)
+                if usable is not None:
+                    valid &= usable
                 seen |= valid
-                out[position, strip] = median(stack[:, i], valid, spec.dtype, spec.nodata, overwrite_input=True)
+                out[position, strip] = median(band, valid, spec.dtype, spec.nodata, overwrite_input=True)
             del stack
-        count[strip] = seen.sum(axis=0, dtype=np.int32)
+        count[strip] = (seen != spec.nodata_value if filled else seen).sum(axis=0, dtype=np.int32)
     return out, count
+
+
+def _strip_masks(scenes: list[dict], masks: dict, strip: slice, shape: tuple[int, int, int]) -> np.ndarray | None:
+    """(n, rows, x) bool: each scene's usable pixels in the strip, None when no scene has a mask."""
+    if all(bits is None for bits in masks.values()):
+        return None
+    usable = np.ones(shape, dtype=bool)
+    for n, scene in enumerate(scenes):
+        bits = masks[scene["item_id"]]
+        if bits is not None:
+            usable[n] = np.unpackbits(bits[strip], axis=1, count=shape[2]).view(bool)
+    return usable
+
+
+def _nodata_fill(spec: MosaicSpec, usable: np.ndarray) -> np.ndarray:
+    """What turns masked entries into nodata: all ones where usable (an AND, nodata 0), or all ones
+    where not (an OR, nodata the max)."""
+    fill = (usable if spec.nodata_value == 0 else ~usable).view(np.uint8).astype(spec.dtype)
+    return np.negative(fill, out=fill)  # 1 -> all ones, 0 -> 0
+
+
+def _fill_and_see(spec: MosaicSpec, band: np.ndarray, fill: np.ndarray | None, seen: np.ndarray) -> None:
+    """Masked entries of ``band`` (n, rows, x) become nodata, in place; ``seen`` keeps, per scene, whether
+    any band so far holds a usable value (it stays nodata where none does)."""
+    if spec.nodata_value == 0:
+        if fill is not None:
+            np.bitwise_and(band, fill, out=band)
+        np.bitwise_or(seen, band, out=seen)
+    else:
+        if fill is not None:
+            np.bitwise_or(band, fill, out=band)
+        np.bitwise_and(seen, band, out=seen)
