@@ -28,9 +28,9 @@ import yaml
 from odc.geo import geom
 
 from mosaic_assets.defs.execution import POOL_LIMITS, STORE_WRITES_POOL, WRITER_CPU
-from mosaic_assets.engine.bandgroups import read_groups
+from mosaic_assets.engine.bandgroups import read_groups, stacks
 from mosaic_assets.engine.grid import MosaicGrid
-from mosaic_assets.engine.gti import scene_footprints, tile_location
+from mosaic_assets.engine.gti import scene_footprints, scene_location
 from mosaic_assets.engine.spec import MosaicSpec, load_specs
 
 DAGSTER_PARTITIONS_PER_ASSET = 100_000  # Dagster's recommended ceiling (DESIGN.md, facts checked)
@@ -118,19 +118,18 @@ def representative_tile(spec: MosaicSpec, grid: MosaicGrid, data: DataAssumption
         geometry=[None],
     )
     (footprint,) = scene_footprints(grid, scenes)
-    location = "".join(
-        tile_location(
-            spec,
-            group,
-            {
-                "href": f"/vsis3/bucket/tiles/{group.asset}.tif",
-                "crs": f"EPSG:{epsg}",
-                "shape": [data.scene_px, data.scene_px],
-                "transform": transform,
-            },
-        )
-        for group in read_groups(spec)
-    )
+    assets = {
+        asset: {
+            "href": f"/vsis3/bucket/tiles/{asset}.tif",
+            "crs": f"EPSG:{epsg}",
+            "shape": [data.scene_px, data.scene_px],
+            "transform": transform,
+        }
+        for asset in {group.asset for group in read_groups(spec)}
+    }
+    # every group's location, and the stacks the same-grid assets form (one inline VRT per scene each)
+    groups = read_groups(spec) + stacks(spec, [assets])
+    location = "".join(scene_location(spec, group, assets) for group in groups)
     vertices = int(shapely.get_num_coordinates(footprint))
     return len(shapely.to_wkb(footprint)) + len(location.encode()) + GPKG_ROW_OVERHEAD, vertices
 
