@@ -17,9 +17,11 @@ import rasterio
 import xarray as xr
 from scipy import ndimage
 
+from mosaic_assets.engine.bandgroups import stacks
 from mosaic_assets.engine.catalog import scene_assets, scene_table
 from mosaic_assets.engine.grid import MosaicGrid
 from mosaic_assets.engine.gti import priorities
+from mosaic_assets.engine.nested_read import nesting
 from mosaic_assets.engine.spec import MosaicSpec, SpecError, parse_specs
 from mosaic_assets.engine.writer import write_block
 
@@ -190,6 +192,10 @@ def test_composite_equals_numpy_over_gdal_warps(
     fixture = fixtures[name]
     spec = _spec(fixture, method)
     grid, table, ours = _build(spec, fixture.items, tmp_path)
+    if name == "pc_s2_l2a":  # what this reference also checks: the 10 m stack, SCL read on its own grid
+        assets = scene_assets(table)
+        assert [s.name for s in stacks(spec, assets)] == ["s0_1"]
+        assert any(nesting(grid, a[spec.mask.asset]) for a in assets)
     stack, masks, ranks = _reference_stack(spec, grid, table, tmp_path / "ref")
     usable = _usable(spec, stack, masks)
     expected = _reference(spec, stack, usable, ranks)
