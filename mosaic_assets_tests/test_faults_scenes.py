@@ -364,3 +364,31 @@ def test_truncated_scene_under_skip_policy_through_dagster_lands_with_a_warning(
             assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()}["no_skipped_scenes"]
     finally:
         reset_collection(stac_api, FAULT_COLLECTION)
+
+
+def test_a_scene_file_replaced_between_blocks_is_checked_again(tmp_path: Path) -> None:
+    """verify_scenes keeps each file's header for the process (a scene under many blocks is opened once),
+    but a file replaced on disk is opened again: the next block names its contradiction."""
+    from affine import Affine
+
+    from mosaic_assets.engine.writer import verify_scenes
+
+    spec = parse_specs(spec_document("http://127.0.0.1:1"))[0]
+    path = tmp_path / "scene.tif"
+    transform = Affine(10, 0, 700000, 0, -10, 5230000)
+
+    def write(width: int) -> None:
+        with rasterio.open(
+            path, "w", driver="GTiff", width=width, height=64, count=4, dtype="uint16", crs="EPSG:32632",
+            transform=transform,
+        ) as dst:  # fmt: skip
+            dst.write(np.ones((4, 64, width), dtype=np.uint16))
+
+    write(64)
+    declared = {"href": str(path), "crs": "EPSG:32632", "shape": [64, 64], "transform": list(transform)[:6]}
+    scene = {"item_id": "S1", "assets": {"data": declared}}
+    verify_scenes(spec, [scene])
+    verify_scenes(spec, [scene])  # the kept header: still fine
+    write(80)  # replaced: another size
+    with pytest.raises(SceneReadError, match=r"item S1: asset 'data' .* shape is \[64, 80\], STAC says \[64, 64\]"):
+        verify_scenes(spec, [scene])
