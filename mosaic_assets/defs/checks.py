@@ -23,9 +23,10 @@ import geopandas as gpd
 
 from mosaic_assets.engine.audit import chunk_audit, coverage_audit, georeferencing_problems
 from mosaic_assets.engine.catalog import load_scene_table
-from mosaic_assets.engine.keys import BlockIndex, parse_time_key
+from mosaic_assets.engine.keys import STATIC_STEP, BlockIndex, parse_time_key
 from mosaic_assets.engine.object_store import Location, version_tag
 from mosaic_assets.engine.skipped import load_skipped
+from mosaic_assets.engine.spec import CubeSpec, MosaicSpec
 from mosaic_assets.engine.store import store_exists
 from mosaic_assets.engine.timegrid import step_index
 
@@ -45,8 +46,13 @@ def _cached_scene_table(path: Location) -> gpd.GeoDataFrame | None:
     return None if version is None else _scene_table_version(str(path), version)
 
 
-def build_mosaic_checks(mosaic: MosaicAssets) -> list[dg.AssetChecksDefinition]:
+def build_mosaic_checks(
+    mosaic: MosaicAssets, store_spec: MosaicSpec | CubeSpec | None = None, template_check: bool = True
+) -> list[dg.AssetChecksDefinition]:
+    """A mosaic's checks; for a cube's source, ``store_spec`` is the cube (its store's fingerprint) and
+    only the cube's first source carries the template's check."""
     spec, grid = mosaic.spec, mosaic.grid
+    where = mosaic.placement
 
     @dg.asset_check(asset=mosaic.template, name="store_georeferencing", blocking=True)
     def store_georeferencing(data_root: DataRootResource) -> dg.AssetCheckResult:
@@ -54,7 +60,7 @@ def build_mosaic_checks(mosaic: MosaicAssets) -> list[dg.AssetChecksDefinition]:
         store = data_root.layout(spec).store
         if not store_exists(store):
             return dg.AssetCheckResult(passed=False, description=f"no store at {store}")
-        problems = georeferencing_problems(spec, grid, store)
+        problems = georeferencing_problems(store_spec or spec, grid, store)
         return dg.AssetCheckResult(
             passed=not problems,
             severity=dg.AssetCheckSeverity.ERROR,
@@ -89,8 +95,8 @@ def build_mosaic_checks(mosaic: MosaicAssets) -> list[dg.AssetChecksDefinition]:
             if scenes is None:
                 missing[str(key)] = "no scene table"
                 continue
-            index = step_index(spec.time, parse_time_key(step_key))
-            audit = chunk_audit(grid, store, index, block, scenes, masked=spec.mask is not None)
+            index = 0 if step_key == STATIC_STEP else step_index(spec.time, parse_time_key(step_key))
+            audit = chunk_audit(grid, store, index, block, scenes, masked=spec.mask is not None, placement=where)
             expected, present = expected + len(audit.expected), present + len(audit.present)
             if audit.missing:
                 missing[str(key)] = [f"{r}/{c}" for r, c in audit.missing]
@@ -115,7 +121,8 @@ def build_mosaic_checks(mosaic: MosaicAssets) -> list[dg.AssetChecksDefinition]:
             if scenes is None:
                 failures[str(key)] = "no scene table"
                 continue
-            audit = coverage_audit(spec, grid, store, step_index(spec.time, parse_time_key(step_key)), block, scenes)
+            index = 0 if step_key == STATIC_STEP else step_index(spec.time, parse_time_key(step_key))
+            audit = coverage_audit(spec, grid, store, index, block, scenes, placement=where)
             figures[str(key)] = [audit.valid_fraction, audit.footprint_fraction, audit.tolerance]
             if not audit.passed:
                 failures[str(key)] = (
@@ -197,4 +204,4 @@ def build_mosaic_checks(mosaic: MosaicAssets) -> list[dg.AssetChecksDefinition]:
             partition=partition,
         )
 
-    return [store_georeferencing, chunk_audits]
+    return [store_georeferencing, chunk_audits] if template_check else [chunk_audits]

@@ -18,15 +18,23 @@ from mosaic_assets.engine.catalog import (
     save_scene_table,
     search_time_step,
 )
+from mosaic_assets.engine.cube import Cube
 from mosaic_assets.engine.grid import MosaicGrid, check_size
 from mosaic_assets.engine.gti import build_gti
-from mosaic_assets.engine.keys import BlockIndex, parse_time_key
+from mosaic_assets.engine.keys import STATIC_STEP, BlockIndex, parse_time_key
 from mosaic_assets.engine.object_store import exists
 from mosaic_assets.engine.parallel_write import BlockOutcome, BlockTask, write_blocks
 from mosaic_assets.engine.preview import preview_markdown, write_preview
 from mosaic_assets.engine.skipped import save_skipped
-from mosaic_assets.engine.spec import MosaicSpec
-from mosaic_assets.engine.store import ensure_template, store_exists, store_time_length
+from mosaic_assets.engine.spec import CubeSpec, MosaicSpec
+from mosaic_assets.engine.store import (
+    WHOLE_MOSAIC,
+    Placement,
+    ensure_template,
+    store_exists,
+    store_shape,
+    store_time_length,
+)
 from mosaic_assets.engine.timegrid import step_index
 from mosaic_assets.engine.writer import BlockWriteResult, SceneReadError
 
@@ -79,14 +87,18 @@ class MosaicPartitions:
 
 @dataclass(frozen=True)
 class MosaicAssets:
-    """Everything the sensor and the schedule of a mosaic need to know about its assets."""
+    """Everything the sensor and the schedule of a mosaic (or of one source of a cube) need to know
+    about its assets. A cube's source has keys ``[cube, source, ...]`` and shares the cube's template."""
 
     spec: MosaicSpec
     grid: MosaicGrid
     partitions: MosaicPartitions
+    prefix: tuple[str, ...] = ()
+    template_key: dg.AssetKey | None = None
+    placement: Placement = WHOLE_MOSAIC
 
     def key(self, name: str) -> dg.AssetKey:
-        return dg.AssetKey([self.spec.name, name])
+        return dg.AssetKey([*(self.prefix or (self.spec.name,)), name])
 
     @property
     def catalog(self) -> dg.AssetKey:
@@ -98,7 +110,7 @@ class MosaicAssets:
 
     @property
     def template(self) -> dg.AssetKey:
-        return self.key("zarr_template")
+        return self.template_key or self.key("zarr_template")
 
     @property
     def chunks(self) -> dg.AssetKey:
@@ -160,17 +172,24 @@ def _first_scaling(spec: MosaicSpec, layout, steps: list[str]) -> list[tuple] | 
     return None
 
 
-def build_mosaic_assets(spec: MosaicSpec) -> tuple[MosaicAssets, list[dg.AssetsDefinition]]:
-    grid = MosaicGrid.from_spec(spec)
-    check_size(spec, grid)  # before the static partitions enumerate every block of an absurd grid
-    parts = MosaicPartitions.for_spec(spec, grid)
-    mosaic = MosaicAssets(spec, grid, parts)
-    group = spec.name
+def _freshness(spec: MosaicSpec) -> dg.FreshnessPolicy:
     ops = spec.operations
-    freshness = dg.FreshnessPolicy.time_window(
+    return dg.FreshnessPolicy.time_window(
         fail_window=timedelta(hours=ops.freshness_fail_hours),
         warn_window=timedelta(hours=ops.freshness_warn_hours) if ops.freshness_warn_hours else None,
     )
+
+
+def _time_index(spec: MosaicSpec, step_key: str) -> int:
+    """The store's time index of a step (0 for a static source's one layer, which has no time axis)."""
+    return 0 if step_key == STATIC_STEP else step_index(spec.time, parse_time_key(step_key))
+
+
+def build_source_assets(mosaic: MosaicAssets, group: str) -> list[dg.AssetsDefinition]:
+    """scene_catalog[time] -> gti_index[time] -> (the template) -> mosaic_chunks[time x xy] of one mosaic,
+    or of one source of a cube (its own scene tables and GTIs, its own bands of the cube's store)."""
+    spec, grid, parts = mosaic.spec, mosaic.grid, mosaic.partitions
+    where = mosaic.placement
 
     @dg.asset(
         key=mosaic.catalog,
@@ -222,36 +241,14 @@ def build_mosaic_assets(spec: MosaicSpec) -> tuple[MosaicAssets, list[dg.AssetsD
             }
         )
 
-    @dg.asset(key=mosaic.template, group_name=group, deps=[mosaic.gti], kinds={"zarr"}, pool=TEMPLATE_POOL)
-    def zarr_template(context: dg.AssetExecutionContext, data_root: DataRootResource):
-        """The Zarr store's metadata and coordinates; grows along time as time steps appear."""
-        steps = context.instance.get_dynamic_partitions(parts.time.name)
-        length = max((step_index(spec.time, parse_time_key(k)) for k in steps), default=-1) + 1
-        layout = data_root.layout(spec)
-        store = layout.store
-        scaling = None if store_exists(layout.store) else _first_scaling(spec, layout, steps)
-        result = ensure_template(spec, grid, store, length, scaling)
-        return dg.MaterializeResult(
-            metadata={
-                "store": dg.MetadataValue.path(store),
-                "created": result.created,
-                "time_steps": result.time_length,
-                "grown_by": result.grown_by,
-                "shape": dg.MetadataValue.json([result.time_length, len(spec.band_names), *grid.shape]),
-                "chunks": dg.MetadataValue.json([1, len(spec.band_names), *grid.chunk_shape]),
-                "blocks": len(parts.blocks.get_partition_keys()),
-                "crs": str(grid.geobox.crs),
-            }
-        )
-
     @dg.asset(
         key=mosaic.chunks,
         partitions_def=parts.chunks,
         group_name=group,
         deps=[dg.AssetDep(mosaic.gti, partition_mapping=_time_partition_of(TIME_DIM)), mosaic.template],
         kinds={"zarr", "gdal"},
-        backfill_policy=dg.BackfillPolicy.multi_run(ops.partitions_per_run),
-        freshness_policy=freshness,
+        backfill_policy=dg.BackfillPolicy.multi_run(spec.operations.partitions_per_run),
+        freshness_policy=_freshness(spec),
         op_tags=chunk_writer_tags(),
         pool=store_writes_pool(),
         retry_policy=TRANSIENT_RETRY,
@@ -267,14 +264,15 @@ def build_mosaic_assets(spec: MosaicSpec) -> tuple[MosaicAssets, list[dg.AssetsD
         tasks = []
         for key in context.partition_keys:
             step_key, block_key = MosaicPartitions.split_chunk_key(key)
-            time_index = step_index(spec.time, parse_time_key(step_key))
-            if time_index >= length:
+            time_index = _time_index(spec, step_key)
+            if time_index >= length and not where.static:
                 raise dg.Failure(
                     f"store {layout.store} has {length} time steps, {step_key} needs {time_index + 1}: "
                     f"materialize {mosaic.template.to_user_string()} first",
                     allow_retries=False,
                 )
-            tasks.append(BlockTask(str(key), layout.gti(step_key), time_index, grid.block(BlockIndex.parse(block_key))))
+            block = grid.block(BlockIndex.parse(block_key))
+            tasks.append(BlockTask(str(key), layout.gti(step_key), time_index, block, where))
         results: list[BlockWriteResult] = []
         skipped: list[dict[str, str]] = []
         outcomes = write_blocks(spec, grid, layout.store, tasks)
@@ -299,6 +297,28 @@ def build_mosaic_assets(spec: MosaicSpec) -> tuple[MosaicAssets, list[dg.AssetsD
             metadata["skipped"] = dg.MetadataValue.json(skipped[:100])
         return dg.MaterializeResult(metadata=metadata)
 
+    return [scene_catalog, gti_index, mosaic_chunks]
+
+
+def build_mosaic_assets(spec: MosaicSpec) -> tuple[MosaicAssets, list[dg.AssetsDefinition]]:
+    grid = MosaicGrid.from_spec(spec)
+    check_size(spec, grid)  # before the static partitions enumerate every block of an absurd grid
+    parts = MosaicPartitions.for_spec(spec, grid)
+    mosaic = MosaicAssets(spec, grid, parts)
+    group = spec.name
+    scene_catalog, gti_index, mosaic_chunks = build_source_assets(mosaic, group)
+
+    @dg.asset(key=mosaic.template, group_name=group, deps=[mosaic.gti], kinds={"zarr"}, pool=TEMPLATE_POOL)
+    def zarr_template(context: dg.AssetExecutionContext, data_root: DataRootResource):
+        """The Zarr store's metadata and coordinates; grows along time as time steps appear."""
+        steps = context.instance.get_dynamic_partitions(parts.time.name)
+        length = max((step_index(spec.time, parse_time_key(k)) for k in steps), default=-1) + 1
+        layout = data_root.layout(spec)
+        store = layout.store
+        scaling = None if store_exists(layout.store) else _first_scaling(spec, layout, steps)
+        result = ensure_template(spec, grid, store, length, scaling)
+        return _template_metadata(result, store, grid, len(spec.band_names), len(spec.band_names))
+
     @dg.asset(
         key=mosaic.preview,
         partitions_def=parts.time,
@@ -321,3 +341,62 @@ def build_mosaic_assets(spec: MosaicSpec) -> tuple[MosaicAssets, list[dg.AssetsD
         )
 
     return mosaic, [scene_catalog, gti_index, zarr_template, mosaic_chunks, preview]
+
+
+def _template_metadata(result, store: str, grid: MosaicGrid, bands: int, band_chunk: int) -> dg.MaterializeResult:
+    return dg.MaterializeResult(
+        metadata={
+            "store": dg.MetadataValue.path(store),
+            "created": result.created,
+            "time_steps": result.time_length,
+            "grown_by": result.grown_by,
+            "shape": dg.MetadataValue.json([result.time_length, bands, *grid.shape]),
+            "chunks": dg.MetadataValue.json([1, band_chunk, *grid.chunk_shape]),
+            "blocks": len(grid.block_keys()),
+            "crs": str(grid.geobox.crs),
+        }
+    )
+
+
+def build_cube_assets(spec: CubeSpec) -> tuple[Cube, list[MosaicAssets], list[dg.AssetsDefinition]]:
+    """One asset group per cube: per source its scene_catalog[time], gti_index[time] and
+    mosaic_chunks[time x xy] (keys ``[cube, source, ...]``), all feeding one ``[cube, zarr_template]``.
+    A static source's time dimension holds one key, ``static``: its layer is written once."""
+    cube = Cube.from_spec(spec)
+    template_key = dg.AssetKey([spec.name, "zarr_template"])
+    mosaics, assets = [], []
+    for source in cube.sources:
+        check_size(source.spec, cube.grid)
+        parts = MosaicPartitions.for_spec(source.spec, cube.grid)
+        mosaic = MosaicAssets(source.spec, cube.grid, parts, (spec.name, source.name), template_key, source.placement)
+        mosaics.append(mosaic)
+        assets += build_source_assets(mosaic, spec.name)
+    timed = [m for m in mosaics if not m.placement.static]
+    shape = store_shape(spec)
+
+    @dg.asset(
+        key=template_key,
+        group_name=spec.name,
+        deps=[m.gti for m in mosaics],
+        kinds={"zarr"},
+        pool=TEMPLATE_POOL,
+    )
+    def zarr_template(context: dg.AssetExecutionContext, data_root: DataRootResource):
+        """The cube's store: its sources' bands along ``band``, static layers as their own variables;
+        grows along time as any time-varying source's time steps appear."""
+        length = 0
+        for m in timed:
+            steps = context.instance.get_dynamic_partitions(m.partitions.time.name)
+            length = max(length, max((step_index(spec.time, parse_time_key(k)) for k in steps), default=-1) + 1)
+        store = data_root.layout(cube.sources[0].spec).store
+        scaling = None
+        if not store_exists(store):
+            scaling = []
+            for m in [*timed, *[m for m in mosaics if m.placement.static]]:
+                steps = context.instance.get_dynamic_partitions(m.partitions.time.name)
+                found = _first_scaling(m.spec, data_root.layout(m.spec), steps)
+                scaling += found or [(None, None)] * len(m.spec.band_names)
+        result = ensure_template(spec, cube.grid, store, length, scaling)
+        return _template_metadata(result, store, cube.grid, len(shape.band_names), shape.band_chunk)
+
+    return cube, mosaics, [*assets, zarr_template]

@@ -27,8 +27,8 @@ from shapely.geometry import box
 from .gdal_env import gdal_env
 from .grid import Block, MosaicGrid
 from .object_store import storage_options, vsi_path
-from .spec import MosaicSpec
-from .store import FINGERPRINT_ATTR, VARIABLE, fingerprint
+from .spec import CubeSpec, MosaicSpec
+from .store import FINGERPRINT_ATTR, VARIABLE, WHOLE_MOSAIC, Placement, differences, fingerprint
 
 # A chunk counts as "covered" only where the footprint, shrunk by this many pixels, still reaches it:
 # STAC geometries are often drawn a pixel or two generously around the data.
@@ -84,21 +84,36 @@ def _chunk_boxes(grid: MosaicGrid, block: Block):
             yield (r, c), box(min(ax, bx), min(ay, by), max(ax, bx), max(ay, by))
 
 
-def _chunk_key(time_index: int, row: int, col: int) -> str:
-    return f"{VARIABLE}/c/{time_index}/0/{row}/{col}"
+def _chunk_keys(placement: Placement, time_index: int, row: int, col: int) -> list[str]:
+    """The object keys of a source's chunks at (row, col): one per band chunk it writes (a cube with
+    several time-varying sources stores a band per chunk; a static source a variable per band)."""
+    if placement.static:
+        return [f"{v}/c/{row}/{col}" for v in placement.static_variables]
+    bands = max(1, placement.bands)
+    return [
+        f"{VARIABLE}/c/{time_index}/{b}/{row}/{col}"
+        for b in range(placement.band_offset, placement.band_offset + bands)
+    ]
 
 
 def chunk_audit(
-    grid: MosaicGrid, store: str, time_index: int, block: Block, scenes: gpd.GeoDataFrame, masked: bool = False
+    grid: MosaicGrid,
+    store: str,
+    time_index: int,
+    block: Block,
+    scenes: gpd.GeoDataFrame,
+    masked: bool = False,
+    placement: Placement = WHOLE_MOSAIC,
 ) -> ChunkAudit:
     """``masked``: the mosaic has a cloud mask, so a covered chunk may be legitimately empty (all cloud):
-    the expected chunks are listed, none counts as missing."""
+    the expected chunks are listed, none counts as missing. A chunk of a cube's source is present when
+    any of its band chunks is."""
     res = abs(grid.geobox.resolution.x)
     covered = _footprints(grid, scenes, block).buffer(-FOOTPRINT_MARGIN_PIXELS * res)
     fs, root = fsspec.core.url_to_fs(store, **(storage_options(store) or {}))
     expected, present, missing = [], [], []
     for index, chunk_box in _chunk_boxes(grid, block):
-        exists = fs.exists(f"{root.rstrip('/')}/{_chunk_key(time_index, *index)}")
+        exists = any(fs.exists(f"{root.rstrip('/')}/{k}") for k in _chunk_keys(placement, time_index, *index))
         if exists:
             present.append(index)
         if covered.intersects(chunk_box):
@@ -123,14 +138,31 @@ class CoverageAudit:
 
 
 def coverage_audit(
-    spec: MosaicSpec, grid: MosaicGrid, store: str, time_index: int, block: Block, scenes: gpd.GeoDataFrame
+    spec: MosaicSpec,
+    grid: MosaicGrid,
+    store: str,
+    time_index: int,
+    block: Block,
+    scenes: gpd.GeoDataFrame,
+    placement: Placement = WHOLE_MOSAIC,
 ) -> CoverageAudit:
-    """Valid fraction of the block in the store (any band valid) vs the footprints' share of the block.
+    """Valid fraction of the block in the store (any of the spec's bands valid) vs the footprints' share
+    of the block.
 
     The tolerance is the share of the block within two pixels of a footprint edge, plus 1 %: pixels a
     generously drawn footprint includes but no scene fills."""
-    array = zarr.open_array(store, path=VARIABLE, mode="r", storage_options=storage_options(store))
-    data = np.asarray(array[time_index, :, block.rows, block.cols])
+    options = storage_options(store)
+    if placement.static:
+        data = np.stack(
+            [
+                np.asarray(zarr.open_array(store, path=v, mode="r", storage_options=options)[block.rows, block.cols])
+                for v in placement.static_variables
+            ]
+        )
+    else:
+        array = zarr.open_array(store, path=VARIABLE, mode="r", storage_options=options)
+        bands = slice(placement.band_offset, placement.band_offset + len(spec.band_names))
+        data = np.asarray(array[time_index, bands, block.rows, block.cols])
     valid = float(spec.valid_mask(data).mean())
     block_box = _block_box(grid, block)
     footprints = _footprints(grid, scenes, block)
@@ -146,7 +178,7 @@ def _block_box(grid: MosaicGrid, block: Block):
     return box(min(ax, bx), min(ay, by), max(ax, bx), max(ay, by))
 
 
-def georeferencing_problems(spec: MosaicSpec, grid: MosaicGrid, store: str) -> list[str]:
+def georeferencing_problems(spec: MosaicSpec | CubeSpec, grid: MosaicGrid, store: str) -> list[str]:
     """What about the store's grid disagrees with the spec (empty: it matches)."""
     import rioxarray  # noqa: F401  (registers .rio)
     import xarray as xr
@@ -156,7 +188,7 @@ def georeferencing_problems(spec: MosaicSpec, grid: MosaicGrid, store: str) -> l
     found = json.loads(group.attrs.get(FINGERPRINT_ATTR, "null") or "null")
     wanted = json.loads(json.dumps(fingerprint(spec, grid), sort_keys=True))
     if found != wanted:
-        diffs = sorted(k for k in wanted if (found or {}).get(k) != wanted[k]) if found else ["<no fingerprint>"]
+        diffs = differences(found, wanted) if found else ["<no fingerprint>"]
         problems.append(f"grid fingerprint differs in {diffs}")
     ds = xr.open_zarr(store, consolidated=False, mask_and_scale=False, storage_options=storage_options(store))
     var = ds[VARIABLE]

@@ -29,7 +29,7 @@ from shapely.geometry import shape as shapely_shape
 from urllib3.util.retry import Retry
 
 from .bandgroups import mask_group
-from .keys import time_key
+from .keys import STATIC_STEP, time_key
 from .masks import check_mask_values
 from .modifier import ModifierError, load_modifier, redact_text, signed_item
 from .object_store import VSI_PREFIXES, Location, is_remote, read_bytes, vsi_path, write_bytes
@@ -176,6 +176,8 @@ def search_items(spec: MosaicSpec, client: Client, datetime_range: str | None = 
 def item_time_key(spec: MosaicSpec, item: dict) -> str | None:
     """The time step an item falls in, or None when it is before the time grid starts."""
     when = _item_datetime(item)
+    if spec.static:
+        return STATIC_STEP
     index = step_index(spec.time, when)
     return time_key(step_start(spec.time, index)) if index >= 0 else None
 
@@ -190,9 +192,12 @@ def search_time_step(
 ) -> gpd.GeoDataFrame:
     """The scene table of one time step. ``catalog_url`` is the URL the client was opened with (it
     decides whether the catalog counts as local for the href policy; never the catalog's own self link)."""
-    index = step_index(spec.time, datetime.fromisoformat(step_key))
-    lo, hi = step_bounds(spec.time, index)
-    window = f"{lo:%Y-%m-%dT%H:%M:%S}Z/{hi - timedelta(microseconds=1):%Y-%m-%dT%H:%M:%S.%f}Z"
+    if spec.static:  # one layer of every item in the area, whatever its date
+        window = None
+    else:
+        index = step_index(spec.time, datetime.fromisoformat(step_key))
+        lo, hi = step_bounds(spec.time, index)
+        window = f"{lo:%Y-%m-%dT%H:%M:%S}Z/{hi - timedelta(microseconds=1):%Y-%m-%dT%H:%M:%S.%f}Z"
     items = [i for i in search_items(spec, client, window) if item_time_key(spec, i) == step_key]
     return scene_table(spec, items, HrefPolicy.for_spec(spec, catalog_url))
 

@@ -32,6 +32,16 @@ class BlockIndex:
         return cls(int(match.group(1)), int(match.group(2)))
 
 
+STATIC_STEP = "static"  # the one "time step" of a static source (a layer without time axis)
+
+
+def check_step_key(key: str) -> str:
+    """``key`` if it names a time step or is ``STATIC_STEP`` (validated before it becomes part of a path)."""
+    if key != STATIC_STEP:
+        parse_time_key(key)
+    return key
+
+
 def time_key(step_start: date) -> str:
     return step_start.isoformat()
 

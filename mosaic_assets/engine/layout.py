@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .gti import GtiFiles
-from .keys import BlockIndex, parse_time_key
+from .keys import BlockIndex, check_step_key
 from .object_store import Location, as_location, join, local_cache_dir
 from .spec import MosaicSpec
 
@@ -27,8 +27,9 @@ class MosaicLayout:
 
     @property
     def store(self) -> str:
-        """The Zarr store: the spec's ``store`` when set, else ``<data_root>/stores/<name>.zarr``."""
-        return self.spec.store or str(join(self.data_root, "stores", f"{self.spec.name}.zarr"))
+        """The Zarr store: the spec's ``store`` when set, else ``<data_root>/stores/<name>.zarr`` (a cube's
+        source: its cube's name)."""
+        return self.spec.store or str(join(self.data_root, "stores", f"{self.spec.cube or self.spec.name}.zarr"))
 
     @property
     def work_location(self) -> Location:
@@ -41,15 +42,15 @@ class MosaicLayout:
         return local_cache_dir(self.data_root) / "work" / self.spec.name
 
     def scene_table(self, step_key: str) -> Location:
-        parse_time_key(step_key)  # a key is validated before it becomes part of a path
+        check_step_key(step_key)  # a key is validated before it becomes part of a path
         return join(self.work_location, "catalog", f"{step_key}.parquet")
 
     def skipped_record(self, step_key: str, block_key: str) -> Location:
         """Scenes the (time step, block) partition was written without (``bad_scenes: skip``)."""
-        parse_time_key(step_key)
+        check_step_key(step_key)
         BlockIndex.parse(block_key)
         return join(self.work_location, "skipped", step_key, f"{block_key}.json")
 
     def gti(self, step_key: str) -> GtiFiles:
-        parse_time_key(step_key)
+        check_step_key(step_key)
         return GtiFiles.for_step(join(self.work_location, "gti"), step_key)

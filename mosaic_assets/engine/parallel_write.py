@@ -29,19 +29,21 @@ from .gdal_env import MEMORY_ENV, worker_memory_gb
 from .grid import Block, MosaicGrid
 from .gti import GtiFiles
 from .spec import MosaicSpec
-from .store import StoreMismatch
+from .store import WHOLE_MOSAIC, Placement, StoreMismatch
 from .workers import start_method, worker_pool
 from .writer import BlockWriteResult, SceneReadError, write_block
 
 
 @dataclass(frozen=True)
 class BlockTask:
-    """One block to write: ``key`` names it in messages (the partition key)."""
+    """One block to write: ``key`` names it in messages (the partition key); ``placement``: where in the
+    store (a cube's source writes its own bands)."""
 
     key: str
     files: GtiFiles
     time_index: int
     block: Block
+    placement: Placement = WHOLE_MOSAIC
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ def pieces_of(
         least = max(1, piece_bytes // 4 // spec.chunk_bytes)
         most = min(most, max(least, -(-largest * len(tasks) // cpus)))
     return [
-        BlockTask(task.key, task.files, task.time_index, piece)
+        BlockTask(task.key, task.files, task.time_index, piece, task.placement)
         for task in tasks
         for piece in grid.pieces(task.block, most)
     ]
@@ -178,7 +180,9 @@ def _combined(key: str, outcomes: list[BlockOutcome]) -> BlockOutcome:
 def write_one(spec: MosaicSpec, grid: MosaicGrid, store: str, task: BlockTask) -> BlockOutcome:
     """One block, its error caught into the outcome (exceptions with extra state do not pickle whole)."""
     try:
-        return BlockOutcome(task.key, write_block(spec, grid, store, task.files, task.time_index, task.block))
+        return BlockOutcome(
+            task.key, write_block(spec, grid, store, task.files, task.time_index, task.block, task.placement)
+        )
     except SceneReadError as exc:
         return BlockOutcome(task.key, error=str(exc), kind="scene", transient=exc.transient)
     except StoreMismatch as exc:

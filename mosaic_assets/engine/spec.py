@@ -181,6 +181,9 @@ class Composite(_Frozen):
 
     method: Literal["first_valid", "median", "mean", "min", "max"] = "first_valid"
     count_band: bool = False
+    count_band_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = Field(
+        default="valid_count", description="The count band's name (in a cube: ``<source>_valid_count`` unless set)."
+    )
 
 
 class BestOnTop(_Frozen):
@@ -233,12 +236,10 @@ def parse_bytes(value: int | str) -> int:
     return int(float(number) * _BYTE_UNITS[(unit or "").upper()])
 
 
-class MosaicSpec(_Frozen):
-    """Everything that defines one mosaic; the grid and partitions derive from it."""
+class _GridFields(_Frozen):
+    """What a mosaic and a cube share: the grid, the time axis, the store and how it is kept current."""
 
     name: str
-    stac: StacSource
-    bands: Annotated[tuple[Band, ...], Field(min_length=1)]
     area: Area
     crs: str
     resolution: float
@@ -269,9 +270,6 @@ class MosaicSpec(_Frozen):
         "it touches (naming item and href); 'skip' writes them without it, lists it in the partition's "
         "metadata and fails the WARN check no_skipped_scenes. Transient errors are retried either way.",
     )
-    best_on_top: BestOnTop = BestOnTop()
-    mask: Mask | None = None
-    composite: Composite = Composite()
     chunks: Chunks = Chunks()
     partition_bytes: int = 256 * 1024**2
     codec: Codec = Codec()
@@ -325,14 +323,6 @@ class MosaicSpec(_Frozen):
     def _bytes(cls, value: int | str) -> int:
         return parse_bytes(value)
 
-    @field_validator("bands")
-    @classmethod
-    def _unique_bands(cls, value: tuple[Band, ...]) -> tuple[Band, ...]:
-        names = [b.name for b in value]
-        if len(set(names)) != len(names):
-            raise ValueError(f"band names must be unique, got {names}")
-        return value
-
     @model_validator(mode="before")
     @classmethod
     def _physical_defaults(cls, raw: object) -> object:
@@ -340,6 +330,34 @@ class MosaicSpec(_Frozen):
         if isinstance(raw, dict) and raw.get("values") == "physical":
             raw = {"dtype": "float32", "nodata": float("nan"), **raw}
         return raw
+
+
+class MosaicSpec(_GridFields):
+    """Everything that defines one mosaic (one dataset, or one source of a cube); the grid and
+    partitions derive from it."""
+
+    stac: StacSource
+    bands: Annotated[tuple[Band, ...], Field(min_length=1)]
+    best_on_top: BestOnTop = BestOnTop()
+    mask: Mask | None = None
+    composite: Composite = Composite()
+    static: bool = Field(
+        default=False,
+        description="A layer without time axis (a cube's static source: elevation, land cover): every item in "
+        "the area, whatever its date, goes into one layer, keyed ``static`` (keys.STATIC_STEP).",
+    )
+    cube: str | None = Field(
+        default=None,
+        description="The cube this mosaic is a source of (set by CubeSpec, never by hand): its store is the cube's.",
+    )
+
+    @field_validator("bands")
+    @classmethod
+    def _unique_bands(cls, value: tuple[Band, ...]) -> tuple[Band, ...]:
+        names = [b.name for b in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"band names must be unique, got {names}")
+        return value
 
     @model_validator(mode="after")
     def _composite(self) -> MosaicSpec:
@@ -351,8 +369,9 @@ class MosaicSpec(_Frozen):
                     f"composite.method: {self.composite.method} over the mask's class band {classes} is meaningless; "
                     "leave that band out or use first_valid"
                 )
-        if self.composite.count_band and "valid_count" in [b.name for b in self.bands]:
-            raise ValueError("composite.count_band: a band is already named 'valid_count'")
+        count = self.composite.count_band_name
+        if self.composite.count_band and count in [b.name for b in self.bands]:
+            raise ValueError(f"composite.count_band: a band is already named {count!r}")
         return self
 
     @model_validator(mode="after")
@@ -394,12 +413,115 @@ class MosaicSpec(_Frozen):
     @property
     def band_names(self) -> tuple[str, ...]:
         """The store's band axis: the spec's bands, then ``valid_count`` when ``composite.count_band``."""
-        return tuple(b.name for b in self.bands) + (("valid_count",) if self.composite.count_band else ())
+        count = (self.composite.count_band_name,) if self.composite.count_band else ()
+        return tuple(b.name for b in self.bands) + count
 
     @property
     def chunk_bytes(self) -> int:
         """Uncompressed bytes of one chunk: all bands of one time step."""
         return len(self.band_names) * self.chunks.y * self.chunks.x * np.dtype(self.dtype).itemsize
+
+
+# Names a cube's store already uses: a static band (a variable of its own) cannot take them.
+RESERVED_VARIABLES = frozenset({"mosaic", "time", "band", "x", "y", "spatial_ref", "scale", "offset", "source"})
+DTYPE = Literal["uint8", "uint16", "int16", "uint32", "int32", "float32", "float64"]
+
+
+class Source(_Frozen):
+    """One dataset of a cube: its own collections, bands, resampling, mask, composite and best-on-top rule,
+    hence its own scene tables and GTIs per time step (the write-up's one GTI per dataset and time).
+
+    A time-varying source's bands join the cube's ``mosaic`` variable, so they share the cube's
+    ``dtype`` / ``nodata`` / ``values``; a ``static`` source (elevation, land cover) has no time axis and
+    each of its bands is a variable of its own, so it may set its own."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,23}$")]
+    stac: StacSource
+    bands: Annotated[tuple[Band, ...], Field(min_length=1)]
+    resampling: RESAMPLING | None = None
+    best_on_top: BestOnTop = BestOnTop()
+    mask: Mask | None = None
+    composite: Composite = Composite()
+    bad_scenes: Literal["fail", "skip"] | None = None
+    static: bool = False
+    dtype: DTYPE | None = None
+    nodata: float | None = None
+    values: Literal["raw", "physical"] | None = None
+
+    @model_validator(mode="after")
+    def _static_only(self) -> Source:
+        own = [k for k in ("dtype", "nodata", "values") if getattr(self, k) is not None]
+        if own and not self.static:
+            raise ValueError(
+                f"{', '.join(own)}: only a static source sets its own; a time-varying source's bands share the "
+                "cube's one variable, so they take the cube's dtype, nodata and values"
+            )
+        if self.static and (self.composite.method != "first_valid" or self.composite.count_band):
+            raise ValueError("composite: a static source has no time steps to reduce; use first_valid, no count_band")
+        return self
+
+
+class CubeSpec(_GridFields):
+    """Several datasets on one grid and one time axis (FlyteMosaic's ``xr.concat(feature_dsets, dim="band")``).
+
+    Each source is run as a mosaic of its own (``source_specs``: scene tables, GTIs, reads, composites),
+    named ``<cube>_<source>``, all writing into the cube's one store: the time-varying sources' bands
+    concatenated along ``band`` in source order, each static band a ``(y, x)`` variable."""
+
+    sources: Annotated[tuple[Source, ...], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _sources(self) -> CubeSpec:
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sources[].name: names must be unique, got {names}")
+        if all(s.static for s in self.sources):
+            raise ValueError(
+                "sources: at least one source must vary in time (a cube of static layers only has no time axis)"
+            )
+        if self.anchor == "native":
+            raise ValueError("anchor: 'native' follows one dataset's grid; a cube names it: 'edge', 'center' or [x, y]")
+        owner: dict[str, str] = {}
+        for i, source in enumerate(self.sources):
+            try:
+                spec = self.source_spec(source)
+            except ValidationError as exc:
+                raise ValueError(_format_errors(exc, f"sources[{i}]")) from None
+            for band in spec.band_names:
+                if band in owner:
+                    raise ValueError(
+                        f"sources[{i}].bands: band {band!r} of source {source.name!r} is also a band of source "
+                        f"{owner[band]!r}; band names must be unique across a cube's sources"
+                    )
+                if source.static and band in RESERVED_VARIABLES:
+                    raise ValueError(
+                        f"sources[{i}].bands: static band {band!r} would be a store variable, and that name is "
+                        f"taken ({sorted(RESERVED_VARIABLES)})"
+                    )
+                owner[band] = source.name
+        return self
+
+    def source_spec(self, source: Source) -> MosaicSpec:
+        """The mosaic spec the engine runs for ``source``: the cube's grid, time and store fields with the
+        source's own data fields."""
+        raw = self.model_dump(include=set(_GridFields.model_fields), exclude={"name"})
+        raw.update(name=f"{self.name}_{source.name}", cube=self.name, static=source.static)
+        raw.update(source.model_dump(include={"stac", "bands", "best_on_top", "mask"}))
+        composite = source.composite.model_dump()
+        if "count_band_name" not in source.composite.model_fields_set:
+            composite["count_band_name"] = f"{source.name}_valid_count"
+        raw["composite"] = composite
+        raw["resampling"] = source.resampling or self.resampling
+        for key in ("bad_scenes", "dtype", "nodata", "values"):
+            if getattr(source, key) is not None:
+                raw[key] = getattr(source, key)
+        if source.static and source.values == "physical" and source.dtype is None:
+            raw.update(dtype="float32", nodata=float("nan") if source.nodata is None else source.nodata)
+        return MosaicSpec.model_validate(raw)
+
+    @property
+    def source_specs(self) -> tuple[MosaicSpec, ...]:
+        return tuple(self.source_spec(s) for s in self.sources)
 
 
 def _format_errors(exc: ValidationError, prefix: str) -> str:
@@ -411,23 +533,31 @@ def _format_errors(exc: ValidationError, prefix: str) -> str:
     return "; ".join(lines)
 
 
-def parse_specs(document: dict, source: str = "<spec>") -> tuple[MosaicSpec, ...]:
-    """Validate a parsed YAML document holding ``mosaics: [...]``."""
+def parse_specs(document: dict, source: str = "<spec>") -> tuple[MosaicSpec | CubeSpec, ...]:
+    """Validate a parsed YAML document holding ``mosaics: [...]``: each entry a mosaic of one dataset, or a
+    cube (an entry with ``sources:``)."""
     if not isinstance(document, dict) or not isinstance(document.get("mosaics"), list) or not document["mosaics"]:
         raise SpecError(f"{source}: mosaics: must be a non-empty list of mosaic specs")
-    specs = []
+    specs: list[MosaicSpec | CubeSpec] = []
     for i, raw in enumerate(document["mosaics"]):
+        for key in ("static", "cube"):
+            if isinstance(raw, dict) and raw.get(key):  # False / None: what a dumped spec carries
+                raise SpecError(f"{source}: mosaics[{i}].{key}: set by a cube on its sources, not by hand")
+        model = CubeSpec if isinstance(raw, dict) and "sources" in raw else MosaicSpec
         try:
-            specs.append(MosaicSpec.model_validate(raw))
+            specs.append(model.model_validate(raw))
         except ValidationError as exc:
             raise SpecError(f"{source}: {_format_errors(exc, f'mosaics[{i}]')}") from None
     names = [s.name for s in specs]
+    names += [f"{c.name}_{s.name}" for c in specs if isinstance(c, CubeSpec) for s in c.sources]
     if len(set(names)) != len(names):
-        raise SpecError(f"{source}: mosaics[].name: names must be unique, got {names}")
+        raise SpecError(
+            f"{source}: mosaics[].name: names must be unique (a cube's sources take '<cube>_<source>'), got {names}"
+        )
     return tuple(specs)
 
 
-def load_specs(path: str | Path) -> tuple[MosaicSpec, ...]:
+def load_specs(path: str | Path) -> tuple[MosaicSpec | CubeSpec, ...]:
     """Read and validate a spec file."""
     path = Path(path)
     try:

@@ -34,7 +34,7 @@ from zarr.errors import ZarrUserWarning
 
 from .grid import MosaicGrid
 from .object_store import is_remote, storage_options
-from .spec import MosaicSpec
+from .spec import Codec, CubeSpec, MosaicSpec, TimeGrid
 from .timegrid import time_coords
 
 VARIABLE = "mosaic"
@@ -52,34 +52,133 @@ class TemplateResult:
     grown_by: int
 
 
-def fingerprint(spec: MosaicSpec, grid: MosaicGrid) -> dict:
-    return {
+@dataclass(frozen=True)
+class StaticLayer:
+    """A static source's band: a ``(y, x)`` variable of its own (no time axis, its own dtype)."""
+
+    name: str
+    source: str
+    dtype: str
+    nodata: float
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one source's ``(band, y, x)`` blocks go in the store: bands ``[band_offset, band_offset + n)``
+    of the timed ``mosaic`` variable, or, for a static source, one ``(y, x)`` variable per band."""
+
+    band_offset: int = 0
+    bands: int = 0  # how many bands a cube's time-varying source writes (0: every band, a plain mosaic)
+    static_variables: tuple[str, ...] = ()
+
+    @property
+    def static(self) -> bool:
+        return bool(self.static_variables)
+
+
+@dataclass(frozen=True)
+class StoreShape:
+    """What a store holds, from a mosaic's or a cube's spec: the one description the template, the
+    fingerprint and the writers' placements derive from.
+
+    A cube with several time-varying sources stores one band per chunk, so that each source writes its
+    own chunks: a new Landsat scene never rewrites the Sentinel-2 bands of its blocks (README, "Cubes")."""
+
+    name: str
+    dtype: str
+    nodata: float
+    values: str
+    band_names: tuple[str, ...]
+    band_sources: tuple[str, ...]  # empty for a mosaic of one dataset
+    band_chunk: int
+    statics: tuple[StaticLayer, ...]
+    codec: Codec
+    time: TimeGrid
+
+    @property
+    def cube(self) -> bool:
+        return bool(self.band_sources)
+
+
+def store_shape(spec: MosaicSpec | CubeSpec) -> StoreShape:
+    if isinstance(spec, MosaicSpec):
+        names = spec.band_names
+        return StoreShape(
+            spec.name, spec.dtype, spec.nodata, spec.values, names, (), len(names), (), spec.codec, spec.time
+        )
+    timed = [(s, m) for s, m in zip(spec.sources, spec.source_specs) if not s.static]
+    names = tuple(b for _, m in timed for b in m.band_names)
+    sources = tuple(s.name for s, m in timed for _ in m.band_names)
+    statics = tuple(
+        StaticLayer(b, s.name, m.dtype, m.nodata)
+        for s, m in zip(spec.sources, spec.source_specs)
+        if s.static
+        for b in m.band_names
+    )
+    chunk = len(names) if len(timed) == 1 else 1
+    return StoreShape(
+        spec.name, spec.dtype, spec.nodata, spec.values, names, sources, chunk, statics, spec.codec, spec.time
+    )
+
+
+def placements(spec: CubeSpec) -> dict[str, Placement]:
+    """Each source's place in the cube's store, by source name."""
+    found: dict[str, Placement] = {}
+    offset = 0
+    for source, sub in zip(spec.sources, spec.source_specs):
+        if source.static:
+            found[source.name] = Placement(static_variables=sub.band_names)
+        else:
+            found[source.name] = Placement(band_offset=offset, bands=len(sub.band_names))
+            offset += len(sub.band_names)
+    return found
+
+
+WHOLE_MOSAIC = Placement()  # a mosaic of one dataset: every band of the timed variable
+
+
+def _nodata_json(value: float) -> float | str:
+    return "nan" if np.isnan(value) else value  # NaN != NaN would refuse every store
+
+
+def fingerprint(spec: MosaicSpec | CubeSpec, grid: MosaicGrid) -> dict:
+    shape = store_shape(spec)
+    found = {
         "crs": grid.geobox.crs.to_wkt(),
         "transform": [round(v, 9) for v in grid.transform],
         "shape": list(grid.shape),
         "chunks": list(grid.chunk_shape),
-        "dtype": spec.dtype,
-        "bands": list(spec.band_names),
-        "nodata": "nan" if np.isnan(spec.nodata) else spec.nodata,  # NaN != NaN would refuse every store
-        "codec": spec.codec.model_dump(),
+        "dtype": shape.dtype,
+        "bands": list(shape.band_names),
+        "nodata": _nodata_json(shape.nodata),
+        "codec": shape.codec.model_dump(),
     }
+    if shape.cube:  # a mosaic of one dataset keeps the fingerprint it always had: its stores stay valid
+        found["band_sources"] = list(shape.band_sources)
+        found["band_chunk"] = shape.band_chunk
+        found["static"] = [
+            {"name": s.name, "source": s.source, "dtype": s.dtype, "nodata": _nodata_json(s.nodata)}
+            for s in shape.statics
+        ]
+    return found
 
 
-def compressors(spec: MosaicSpec) -> list:
-    codec = spec.codec
+def _compressors(codec: Codec, dtype: str) -> list:
     if codec.name == "none":
         return []
     if codec.name == "zstd":
         return [ZstdCodec(level=codec.clevel)]
     return [
-        BloscCodec(
-            cname=codec.cname, clevel=codec.clevel, shuffle=codec.shuffle, typesize=np.dtype(spec.dtype).itemsize
-        )
+        BloscCodec(cname=codec.cname, clevel=codec.clevel, shuffle=codec.shuffle, typesize=np.dtype(dtype).itemsize)
     ]
 
 
+def compressors(spec: MosaicSpec) -> list:
+    return _compressors(spec.codec, spec.dtype)
+
+
 def template_dataset(
-    spec: MosaicSpec, grid: MosaicGrid, start: int, stop: int, scaling: list[tuple] | None = None
+    spec: MosaicSpec | CubeSpec, grid: MosaicGrid, start: int, stop: int, scaling: list[tuple] | None = None
 ) -> xr.Dataset:
     """A lazy dataset for time steps [start, stop): nothing but metadata gets written from it.
 
@@ -87,21 +186,34 @@ def template_dataset(
     recorded for ``values: raw`` as band coordinates ``scale`` / ``offset`` (1 and 0 where none is
     declared), and as CF ``scale_factor`` / ``add_offset`` when every band shares one pair, so that
     ``xr.open_zarr`` decodes to physical values by itself. (CF has one pair per variable: with a class
-    band beside reflectance, decode as ``mosaic * scale + offset``.)"""
+    band beside reflectance, decode as ``mosaic * scale + offset``.) In a cube, the band coordinate
+    ``source`` names each band's source, and each static layer is a ``(y, x)`` variable whose
+    ``source`` attribute names its own."""
+    shape = store_shape(spec)
     cy, cx = grid.chunk_shape
-    nb = len(spec.band_names)
-    data = da.full((stop - start, nb, *grid.shape), spec.nodata, dtype=spec.dtype, chunks=(1, nb, cy, cx))
+    nb = len(shape.band_names)
+    data = da.full(
+        (stop - start, nb, *grid.shape), shape.nodata, dtype=shape.dtype, chunks=(1, shape.band_chunk, cy, cx)
+    )
     coords = dict(xr_coords(grid.geobox, crs_coord_name="spatial_ref"))
     # datetime64 even with no time step yet (an empty list would be float64, which CF cannot encode in days)
-    coords["time"] = ("time", np.asarray(time_coords(spec.time, stop)[start:], dtype="datetime64[ns]"))
-    coords["band"] = ("band", np.array(spec.band_names, dtype=str))
+    coords["time"] = ("time", np.asarray(time_coords(shape.time, stop)[start:], dtype="datetime64[ns]"))
+    coords["band"] = ("band", np.array(shape.band_names, dtype=str))
+    if shape.cube:
+        coords["source"] = ("band", np.array(shape.band_sources, dtype=str))
     ds = xr.Dataset({VARIABLE: (("time", "band", "y", "x"), data)}, coords=coords)
-    ds[VARIABLE].attrs.update(grid_mapping="spatial_ref", long_name=f"{spec.name} mosaic")
-    if spec.values == "raw" and scaling and any(p != (None, None) for p in scaling):
-        pairs = [(1.0 if sc is None else sc, 0.0 if off is None else off) for sc, off in scaling]
+    ds[VARIABLE].attrs.update(grid_mapping="spatial_ref", long_name=f"{shape.name} mosaic")
+    if shape.values == "raw" and scaling and any(p != (None, None) for p in scaling[:nb]):
+        pairs = [(1.0 if sc is None else sc, 0.0 if off is None else off) for sc, off in scaling[:nb]]
         ds = ds.assign_coords(scale=("band", [p[0] for p in pairs]), offset=("band", [p[1] for p in pairs]))
         if len(set(pairs)) == 1:
             ds[VARIABLE].attrs.update(scale_factor=pairs[0][0], add_offset=pairs[0][1])
+    for i, layer in enumerate(shape.statics):
+        ds[layer.name] = (("y", "x"), da.full(grid.shape, layer.nodata, dtype=layer.dtype, chunks=(cy, cx)))
+        ds[layer.name].attrs.update(grid_mapping="spatial_ref", source=layer.source, long_name=f"{layer.name} (static)")
+        scale, offset = (scaling or [])[nb + i] if scaling and len(scaling) > nb + i else (None, None)
+        if shape.values == "raw" and (scale, offset) != (None, None):
+            ds[layer.name].attrs.update(scale_factor=1.0 if scale is None else scale, add_offset=offset or 0.0)
     for name, axis, std in (("x", "X", "projection_x_coordinate"), ("y", "Y", "projection_y_coordinate")):
         ds[name].attrs.update(axis=axis, standard_name=std)
     ds.attrs[FINGERPRINT_ATTR] = json.dumps(fingerprint(spec, grid), sort_keys=True)
@@ -109,25 +221,61 @@ def template_dataset(
     return ds
 
 
-def _encoding(spec: MosaicSpec, grid: MosaicGrid) -> dict:
+def _encoding(spec: MosaicSpec | CubeSpec, grid: MosaicGrid) -> dict:
+    shape = store_shape(spec)
     cy, cx = grid.chunk_shape
-    return {
+    encoding = {
         VARIABLE: {
-            "chunks": (1, len(spec.band_names), cy, cx),
-            "compressors": compressors(spec),
-            "_FillValue": np.array(spec.nodata, dtype=spec.dtype).item(),
+            "chunks": (1, shape.band_chunk, cy, cx),
+            "compressors": _compressors(shape.codec, shape.dtype),
+            "_FillValue": np.array(shape.nodata, dtype=shape.dtype).item(),
         },
         "time": {"units": "days since 1970-01-01", "calendar": "proleptic_gregorian", "dtype": "int64"},
     }
+    for layer in shape.statics:
+        encoding[layer.name] = {
+            "chunks": (cy, cx),
+            "compressors": _compressors(shape.codec, layer.dtype),
+            "_FillValue": np.array(layer.nodata, dtype=layer.dtype).item(),
+        }
+    return encoding
 
 
-def check_compatible(spec: MosaicSpec, grid: MosaicGrid, store: str) -> int:
+def differences(found: dict, wanted: dict) -> list[str]:
+    """What differs between a store's fingerprint and the spec's, naming added and removed bands."""
+    diffs = []
+    for key in sorted(set(wanted) | set(found)):
+        have, want = found.get(key), wanted.get(key)
+        if have == want:
+            continue
+        if key in ("bands", "static") and isinstance(have, list) and isinstance(want, list):
+            names = lambda items: [i["name"] if isinstance(i, dict) else i for i in items]  # noqa: E731
+            added = [n for n in names(want) if n not in names(have)]
+            removed = [n for n in names(have) if n not in names(want)]
+            detail = ", ".join(
+                part
+                for part in (f"the spec adds {added}" if added else "", f"the spec lacks {removed}" if removed else "")
+                if part
+            )
+            diffs.append(f"{key} ({detail or f'store {names(have)}, spec {names(want)}'})")
+        elif key in ("dtype", "nodata", "band_chunk", "band_sources"):
+            diffs.append(f"{key} (store {have!r}, spec {want!r})")
+        elif key not in wanted:
+            diffs.append(f"{key} (the store is a cube, the spec a mosaic of one dataset)")
+        elif key not in found:
+            diffs.append(f"{key} (the spec is a cube, the store a mosaic of one dataset)")
+        else:
+            diffs.append(key)
+    return diffs
+
+
+def check_compatible(spec: MosaicSpec | CubeSpec, grid: MosaicGrid, store: str) -> int:
     """Raise StoreMismatch if ``store`` holds another grid; returns its current time length."""
     group = zarr.open_group(store, mode="r", storage_options=storage_options(store))
     found = json.loads(group.attrs.get(FINGERPRINT_ATTR, "null") or "null")
     wanted = json.loads(json.dumps(fingerprint(spec, grid), sort_keys=True))
     if found != wanted:
-        diffs = sorted(k for k in wanted if (found or {}).get(k) != wanted[k]) if found else ["<no fingerprint>"]
+        diffs = differences(found, wanted) if found else ["<no fingerprint>"]
         raise StoreMismatch(
             f"store {store} was built for another grid (differs in: {', '.join(diffs)}); refusing to touch it. "
             "Point the spec's 'store' elsewhere or delete the store."
@@ -151,7 +299,7 @@ def store_exists(store: str) -> bool:
 
 
 def ensure_template(
-    spec: MosaicSpec, grid: MosaicGrid, store: str, time_length: int, scaling: list[tuple] | None = None
+    spec: MosaicSpec | CubeSpec, grid: MosaicGrid, store: str, time_length: int, scaling: list[tuple] | None = None
 ) -> TemplateResult:
     """Create the store, or grow its time axis to ``time_length``; existing chunks are never touched.
     ``scaling`` (see ``template_dataset``) is recorded when the store is created."""
@@ -175,7 +323,7 @@ def ensure_template(
     return TemplateResult(created=False, time_length=time_length, grown_by=time_length - current)
 
 
-def _grow_time(spec: MosaicSpec, store: str, current: int, time_length: int) -> None:
+def _grow_time(spec: MosaicSpec | CubeSpec, store: str, current: int, time_length: int) -> None:
     """Resize the time axis to exactly ``time_length`` and write the new time coordinates by absolute index.
 
     Idempotent, unlike an append: two processes growing the store at once (the template pool is the

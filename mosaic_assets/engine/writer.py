@@ -45,7 +45,7 @@ from .object_store import exists, storage_options, vsi_path
 from .signed_read import SignError, sign_scenes, signed_gti
 from .skipped import SkippedScene
 from .spec import MosaicSpec
-from .store import VARIABLE
+from .store import VARIABLE, WHOLE_MOSAIC, Placement
 
 # GDAL messages that say "try again later": HTTP 5xx / 429, timeouts, dropped connections
 _TRANSIENT = re.compile(
@@ -350,10 +350,16 @@ def _read_skipping(
 
 
 def write_block(
-    spec: MosaicSpec, grid: MosaicGrid, store: str, files: GtiFiles, time_index: int, block: Block
+    spec: MosaicSpec,
+    grid: MosaicGrid,
+    store: str,
+    files: GtiFiles,
+    time_index: int,
+    block: Block,
+    placement: Placement = WHOLE_MOSAIC,
 ) -> BlockWriteResult:
-    """Write the block's region; with ``spec.bad_scenes == "skip"`` bad scenes are left out and listed in
-    the result instead of failing it."""
+    """Write the block's region (``placement``: where a cube's source writes); with ``spec.bad_scenes ==
+    "skip"`` bad scenes are left out and listed in the result instead of failing it."""
     started = time.perf_counter()
     files = staged_locally(spec, grid, files)  # an object-store GTI is read from a local copy of its index
     scenes = block_scenes(grid, files, block, with_geometry=spec.stac.modifier is not None)
@@ -377,7 +383,7 @@ def write_block(
             # retry in this process (Dagster's in-process executor, a ranged run) asks the server again
             rasterio.cache.invalidate_all()
         raise
-    write_region(store, grid, time_index, block, data)
+    write_region(store, grid, time_index, block, data, placement)
     valid = spec.valid_mask(data)
     return BlockWriteResult(
         scenes=len(scenes),
@@ -390,8 +396,11 @@ def write_block(
     )
 
 
-def write_region(store: str, grid: MosaicGrid, time_index: int, block: Block, data: np.ndarray) -> None:
-    """Write a block's (band, y, x) pixels into its region of the store's array, with zarr directly.
+def write_region(
+    store: str, grid: MosaicGrid, time_index: int, block: Block, data: np.ndarray, placement: Placement = WHOLE_MOSAIC
+) -> None:
+    """Write a block's (band, y, x) pixels into its region of the store, with zarr directly: bands
+    ``placement.band_offset`` on of the timed variable, or a static source's ``(y, x)`` variables.
 
     What ``xr.Dataset(...).to_zarr(region=...)`` wrote, byte for byte (same array, so the same codec,
     fill value and skipping of all-nodata chunks), without xarray's pass over the block: opening the
@@ -406,15 +415,21 @@ def write_region(store: str, grid: MosaicGrid, time_index: int, block: Block, da
     )
     if not aligned:
         raise ValueError(f"block {block.key} ({rows}, {cols}) is not aligned to the {grid.chunk_shape} chunks")
-    remove_block_partials(store, VARIABLE, grid, time_index, block)  # what a killed earlier write left
-    array = zarr.open_array(
-        store,
-        path=VARIABLE,
-        mode="r+",
-        storage_options=storage_options(store),
-        config={"write_empty_chunks": False},  # all-nodata chunks stay absent (the audits rely on it)
-    )
-    array[time_index, :, rows, cols] = data
+    options = {"mode": "r+", "storage_options": storage_options(store), "config": {"write_empty_chunks": False}}
+    # write_empty_chunks False: all-nodata chunks stay absent (the audits rely on it)
+    if placement.static:
+        for variable, layer in zip(placement.static_variables, data):
+            remove_block_partials(store, variable, grid, None, block)  # what a killed earlier write left
+            zarr.open_array(store, path=variable, **options)[rows, cols] = layer
+        return
+    array = zarr.open_array(store, path=VARIABLE, **options)
+    bands = range(placement.band_offset, placement.band_offset + data.shape[0])
+    band_chunks = sorted({b // array.chunks[1] for b in bands})
+    remove_block_partials(store, VARIABLE, grid, time_index, block, band_chunks)
+    if len(bands) == array.shape[1]:
+        array[time_index, :, rows, cols] = data
+    else:
+        array[time_index, bands.start : bands.stop, rows, cols] = data
 
 
 def _nonempty_chunks(valid: np.ndarray, chunk_shape: tuple[int, int]) -> int:
