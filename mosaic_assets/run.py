@@ -28,6 +28,7 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,7 +40,10 @@ import xarray as xr
 from mosaic_assets.engine.capacity import CPUS_ENV, available_cpus
 
 if TYPE_CHECKING:
-    from mosaic_assets.engine.spec import MosaicSpec
+    from mosaic_assets.defs.mosaic import MosaicAssets, MosaicPartitions  # noqa: F401
+    from mosaic_assets.defs.resources import DataRootResource, StacApiResource
+    from mosaic_assets.engine.grid import MosaicGrid
+    from mosaic_assets.engine.spec import CubeSpec, MosaicSpec
 
 
 def load_defs() -> dg.Definitions:
@@ -166,15 +170,71 @@ def materialize(selection: str | tuple[str, ...], partition_key: str | None, tag
         raise RunFailed(message, "".join(traceback.format_exception(exc)), is_data_error(exc)) from exc
 
 
-def build_selections(spec: MosaicSpec) -> dict[str, tuple[str, ...]]:
-    """The assets of each kind of build run: catalog (with its GTI), template, chunks, preview."""
-    key = functools.partial("{}/{}".format, spec.name)
-    return {
-        "catalog": (key("scene_catalog"), key("gti_index")),
-        "template": (key("zarr_template"),),
-        "write": (key("mosaic_chunks"),),
-        "preview": (key("preview"),),
-    }
+@dataclass(frozen=True)
+class BuildUnit:
+    """The runs of one plain mosaic or of one source of a cube: its spec, its assets' selections,
+    and its time partitions. A cube's sources share one template run and have no preview."""
+
+    spec: MosaicSpec
+    catalog: tuple[str, ...]  # the scene table with its GTI, one run per time step
+    write: tuple[str, ...]  # mosaic_chunks, ranged runs
+    preview: tuple[str, ...] | None  # per time step; None for a cube's source
+
+    @classmethod
+    def of(cls, mosaic: MosaicAssets, with_preview: bool) -> BuildUnit:
+        name = dg.AssetKey.to_user_string
+        return cls(
+            mosaic.spec,
+            (name(mosaic.catalog), name(mosaic.gti)),
+            (name(mosaic.chunks),),
+            (name(mosaic.preview),) if with_preview else None,
+        )
+
+
+@dataclass(frozen=True)
+class BuildEntry:
+    """One entry of the spec file as build runs it: its units and the one template they share."""
+
+    name: str
+    units: tuple[BuildUnit, ...]
+    template: tuple[str, ...]
+    grid: MosaicGrid
+    partitions: tuple[MosaicPartitions, ...]  # per unit
+
+    @classmethod
+    def of(cls, spec: MosaicSpec | CubeSpec) -> BuildEntry:
+        from mosaic_assets.defs.mosaic import build_cube_assets, build_mosaic_assets
+        from mosaic_assets.engine.spec import CubeSpec
+
+        if isinstance(spec, CubeSpec):
+            _, mosaics, _ = build_cube_assets(spec)
+            units = tuple(BuildUnit.of(m, with_preview=False) for m in mosaics)
+        else:
+            mosaic, _ = build_mosaic_assets(spec)
+            mosaics, units = [mosaic], (BuildUnit.of(mosaic, with_preview=True),)
+        template = (dg.AssetKey.to_user_string(mosaics[0].template),)
+        return cls(spec.name, units, template, mosaics[0].grid, tuple(m.partitions for m in mosaics))
+
+    def selections(self) -> list[tuple[str, ...]]:
+        """Every selection a run of this entry uses (to resolve their jobs before the pool forks)."""
+        found = [self.template]
+        for unit in self.units:
+            found += [unit.catalog, unit.write] + ([unit.preview] if unit.preview else [])
+        return found
+
+
+def _catalog_run(units: tuple[BuildUnit, ...], step: tuple[int, str]) -> None:
+    materialize(units[step[0]].catalog, step[1])
+
+
+def _write_run(units: tuple[BuildUnit, ...], batch: tuple[int, list[str]]) -> None:
+    materialize_range(units[batch[0]].write, batch[1])
+
+
+def _preview_run(units: tuple[BuildUnit, ...], step: tuple[int, str]) -> None:
+    preview = units[step[0]].preview
+    if preview is not None:
+        materialize(preview, step[1])
 
 
 def materialize_range(selection: str | tuple[str, ...], keys: list[str]) -> None:
@@ -228,15 +288,15 @@ def build(workers: int) -> list[dict]:
     from mosaic_assets.definitions import mosaic_specs
     from mosaic_assets.engine.workers import worker_pool
 
-    specs = mosaic_specs()  # as the definitions see them (anchor: native resolved)
-    for spec in specs:  # before the pool: forked workers start with the definitions and jobs resolved
-        for selection in build_selections(spec).values():
+    entries = [BuildEntry.of(spec) for spec in mosaic_specs()]  # as the definitions see them
+    for entry in entries:  # before the pool: forked workers start with the definitions and jobs resolved
+        for selection in entry.selections():
             _job(selection)
     with dg.DagsterInstance.get():  # create a new instance's storage once, before workers race to create it
         pass
     _instance.cache_clear()  # a forked worker must open its own instance, never share this process's
     with worker_pool(workers, initializer=functools.partial(_warm_worker, cpu_share(workers))) as pool:
-        return [_build_mosaic(spec, workers, pool) for spec in specs]
+        return [_build_entry(entry, workers, pool) for entry in entries]
 
 
 def empty_message(spec: MosaicSpec, url: str) -> str:
@@ -253,85 +313,102 @@ def empty_message(spec: MosaicSpec, url: str) -> str:
     )
 
 
-def _build_mosaic(spec: MosaicSpec, workers: int, pool: ProcessPoolExecutor) -> dict:
-    """Every asset of one mosaic as Dagster runs, in ``engine.build_order``'s order: catalog and GTI
-    runs per time step, the template run, ranged chunk runs, preview runs. A mosaic whose search finds
-    no items is left alone: no run, no partition, no store (a store would fix the grid before any item
-    proved the spec right; the sensor, or the next build, creates it)."""
-    from pystac_client.exceptions import APIError
-    from requests import RequestException
-
+def _build_entry(entry: BuildEntry, workers: int, pool: ProcessPoolExecutor) -> dict:
+    """Every asset of one mosaic (or cube) as Dagster runs, in ``engine.build_order``'s order: catalog
+    and GTI runs per time step (of every source of a cube), the template run, ranged chunk runs, preview
+    runs. A mosaic whose search finds no items is left alone: no run, no partition, no store (a store
+    would fix the grid before any item proved the spec right; the sensor, or the next build, creates
+    it). A cube is built when any of its sources has items."""
     from mosaic_assets.defs.mosaic import MosaicPartitions
-    from mosaic_assets.defs.resources import DataRootResource, StacApiResource
-    from mosaic_assets.engine.build_order import BuildPieces, batch_size, run_in_order
-    from mosaic_assets.engine.catalog import discover_time_steps, load_scene_table
-    from mosaic_assets.engine.grid import MosaicGrid
-    from mosaic_assets.engine.planner import blocks_with_scenes
+    from mosaic_assets.engine.build_order import BuildPieces, run_in_order
 
     defs = load_defs()
     instance = _instance()
-    stac_api: StacApiResource = defs.resources["stac_api"]
     data_root: DataRootResource = defs.resources["data_root"]
     started = time.perf_counter()
-    grid = MosaicGrid.from_spec(spec)
-    parts = MosaicPartitions.for_spec(spec, grid)
-    layout = data_root.layout(spec)
-    url = stac_api.url or spec.stac.url
+    layout = data_root.layout(entry.units[0].spec)
+    found = [_time_steps(unit.spec, defs.resources["stac_api"]) for unit in entry.units]
+    summary = {"mosaic": entry.name, "store": layout.store, "time_steps": [], "chunk_partitions": 0, "chunk_runs": 0}
+    summary |= {"preview": None, "empty": None}
+    if not any(found):
+        url = defs.resources["stac_api"].url or entry.units[0].spec.stac.url
+        messages = [empty_message(unit.spec, url) for unit in entry.units]
+        return summary | {"seconds": round(time.perf_counter() - started, 1), "empty": "\n".join(messages)}
+    for parts, steps in zip(entry.partitions, found):
+        if steps:
+            instance.add_dynamic_partitions(parts.time.name, steps)
+    tokens = [(number, step) for number, steps in enumerate(found) for step in steps]
+
+    def chunk_batches(tokens: list[tuple[int, str]]) -> dict[tuple[int, str], list[tuple[int, list[str]]]]:
+        """Each step's chunk keys (blocks with scenes) in ranged runs (``batch_size``), never crossing
+        a time step (see ``contiguous_batches``)."""
+        per_step: dict[tuple[int, str], list[tuple[int, list[str]]]] = {token: [] for token in tokens}
+        for number, unit in enumerate(entry.units):
+            steps = [step for n, step in tokens if n == number]
+            for batch in _unit_batches(unit, entry.grid, entry.partitions[number], steps, workers, instance):
+                per_step[(number, MosaicPartitions.split_chunk_key(batch[0])[0])].append((number, batch))
+        return per_step
+
+    pieces = BuildPieces(
+        catalog=functools.partial(_catalog_run, entry.units),
+        template=functools.partial(materialize, entry.template, None),
+        batches=chunk_batches,
+        write=functools.partial(_write_run, entry.units),
+        preview=functools.partial(_preview_run, entry.units),  # a preview has per-step metadata
+    )
+    batches = run_in_order(pool, tokens, pieces)
+    last = tokens[-1]
+    preview = entry.units[last[0]].preview
+    return summary | {
+        "time_steps": sorted({step for _, step in tokens}),
+        "chunk_partitions": sum(len(b[1]) for token_batches in batches.values() for b in token_batches),
+        "chunk_runs": sum(len(token_batches) for token_batches in batches.values()),
+        "preview": str(layout.work_dir / "preview" / f"{last[1]}.png") if preview else None,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def _time_steps(spec: MosaicSpec, stac_api: StacApiResource) -> list[str]:
+    """The time-step keys with items, sorted; a failing search raises BuildError naming the URL."""
+    from pystac_client.exceptions import APIError
+    from requests import RequestException
+
+    from mosaic_assets.engine.catalog import discover_time_steps
+
     try:
-        steps = sorted(discover_time_steps(spec, stac_api.client(spec)))
+        return sorted(discover_time_steps(spec, stac_api.client(spec)))
     except (APIError, RequestException) as exc:  # the API down or erroring: a cause, not a bug
         text, token = f"{type(exc).__name__}: {exc}", stac_api.token
         redacted = text.replace(token, "***") if token else text  # a server may echo the Authorization header
+        url = stac_api.url or spec.stac.url
         message = f"mosaic {spec.name}: searching the STAC API {url} failed: {redacted}"
         raise BuildError(message) from (None if redacted != text else exc)
-    if not steps:
-        return {
-            "mosaic": spec.name,
-            "store": layout.store,
-            "time_steps": [],
-            "chunk_partitions": 0,
-            "chunk_runs": 0,
-            "preview": None,
-            "seconds": round(time.perf_counter() - started, 1),
-            "empty": empty_message(spec, url),
-        }
-    instance.add_dynamic_partitions(parts.time.name, steps)
 
-    def chunk_batches(steps: list[str]) -> dict[str, list[list[str]]]:
-        """Each step's chunk keys (blocks with scenes) in ranged runs (``batch_size``), never crossing
-        a time step (see ``contiguous_batches``)."""
-        keys = [
-            str(parts.chunk_key(step, block.key))
-            for step in steps
-            for block in blocks_with_scenes(grid, load_scene_table(layout.scene_table(step)))
-        ]
-        ordered = parts.chunks.get_partition_keys(dynamic_partitions_store=instance)
-        size = batch_size(len(keys), workers, spec.operations.partitions_per_run)
-        time_of = lambda key: MosaicPartitions.split_chunk_key(key)[0]  # noqa: E731
-        per_step: dict[str, list[list[str]]] = {step: [] for step in steps}
-        for batch in contiguous_batches(keys, ordered, size, group=time_of):
-            per_step[time_of(batch[0])].append(batch)
-        return per_step
 
-    selections = build_selections(spec)
-    pieces = BuildPieces(
-        catalog=functools.partial(materialize, selections["catalog"]),
-        template=functools.partial(materialize, selections["template"], None),
-        batches=chunk_batches,
-        write=functools.partial(materialize_range, selections["write"]),
-        preview=functools.partial(materialize, selections["preview"]),  # a preview has per-step metadata
-    )
-    batches = run_in_order(pool, steps, pieces)
-    return {
-        "mosaic": spec.name,
-        "store": layout.store,
-        "time_steps": steps,
-        "chunk_partitions": sum(len(b) for step_batches in batches.values() for b in step_batches),
-        "chunk_runs": sum(len(step_batches) for step_batches in batches.values()),
-        "preview": str(layout.work_dir / "preview" / f"{steps[-1]}.png") if steps else None,
-        "seconds": round(time.perf_counter() - started, 1),
-        "empty": None,
-    }
+def _unit_batches(
+    unit: BuildUnit,
+    grid: MosaicGrid,
+    parts: MosaicPartitions,
+    steps: list[str],
+    workers: int,
+    instance: dg.DagsterInstance,
+) -> list[list[str]]:
+    """One unit's chunk keys of ``steps`` (blocks with scenes) in ranged runs of ``batch_size``."""
+    from mosaic_assets.defs.mosaic import MosaicPartitions
+    from mosaic_assets.engine.build_order import batch_size
+    from mosaic_assets.engine.catalog import load_scene_table
+    from mosaic_assets.engine.planner import blocks_with_scenes
+
+    layout = load_defs().resources["data_root"].layout(unit.spec)
+    keys = [
+        str(parts.chunk_key(step, block.key))
+        for step in steps
+        for block in blocks_with_scenes(grid, load_scene_table(layout.scene_table(step)))
+    ]
+    ordered = parts.chunks.get_partition_keys(dynamic_partitions_store=instance)
+    size = batch_size(len(keys), workers, unit.spec.operations.partitions_per_run)
+    time_of = lambda key: MosaicPartitions.split_chunk_key(key)[0]  # noqa: E731
+    return contiguous_batches(keys, ordered, size, group=time_of)
 
 
 def describe(summary: dict) -> str:

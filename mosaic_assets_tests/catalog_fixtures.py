@@ -51,6 +51,7 @@ QA_PIXEL 22280, fmask 2; shadows dark and 3 / 23888 / 3). Deterministic: fixed s
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import uuid
@@ -316,7 +317,7 @@ def _write_sparse(path: Path, raster: Raster, crs: str, window: Window, data: np
         "blockxsize": BLOCK,
         "blockysize": BLOCK,
         "compress": "DEFLATE",
-        "predictor": 2,
+        "predictor": 3 if np.dtype(raster.dtype).kind == "f" else 2,
         "sparse_ok": True,
     }
     factors = _overview_factors(raster.shape)
@@ -1299,26 +1300,121 @@ def _landsat_c2_item(scene: Scene, rendered: dict) -> dict:
     }
 
 
-def _build_landsat_c2(out: Path) -> CatalogFixture:
-    area = _area_around(*S2_AREA_LONLAT, 32632, LANDSAT_AREA_HALF, 30.0, 15.0)
-    scenes = _landsat_c2_scenes(area, 32632)
-    rendered = _render(scenes, LANDSAT_C2_PRODUCT, area, 32632, out)
+def _build_landsat_c2(out: Path, epsg: int = 32632, name: str = "landsat_c2_l2") -> CatalogFixture:
+    """``epsg`` 32633: the same pass gridded in the zone of the scenes' centres (they lie ~50 km east of the
+    area, past 12 E), as USGS grids them; the area is then on zone 33's 30 m lattice."""
+    area = _area_around(*S2_AREA_LONLAT, epsg, LANDSAT_AREA_HALF, 30.0, 15.0)
+    scenes = _landsat_c2_scenes(area, epsg)
+    rendered = _render(scenes, LANDSAT_C2_PRODUCT, area, epsg, out)
     items = [_landsat_c2_item(s, r) for s, r in zip(scenes, rendered)]
     _check_order(items, [scenes[1].item_id, scenes[0].item_id])
     bands = [{"name": n, "asset": n, "index": 1} for n in ("red", "nir08", "swir16")]
     bands.append({"name": "qa_pixel", "asset": "qa_pixel", "index": 1, "resampling": "nearest"})
     return CatalogFixture(
-        name="landsat_c2_l2",
+        name=name,
         collection="landsat-c2-l2",
         items=items,
         collection_doc=_collection(
             "landsat-c2-l2", items, "Landsat Collection 2 Level-2 (test fixture)", "proprietary"
         ),
         bands=bands,
-        native_crs="EPSG:32632",
+        native_crs=f"EPSG:{epsg}",
         native_resolution=30.0,
         area_native=area,
         files={s.item_id: r["files"] for s, r in zip(scenes, rendered)},
+    )
+
+
+# --------------------------------------------------------------------------------------------- Copernicus DEM
+
+DEM_ARCSEC = 1.0 / 3600.0  # GLO-30 below 50 degrees latitude: 1 arc second both ways, 3600 x 3600 per tile
+DEM_NODATA = -32767.0  # in the files only, as the tiles declare no raster:bands
+
+
+def _dem_tile_name(lat: int, lon: int) -> str:
+    return f"Copernicus_DSM_COG_10_N{lat:02d}_00_E{lon:03d}_00_DEM"
+
+
+def _dem_transform(lat: int, lon: int) -> Affine:
+    """Pixel centres on whole arc seconds from the tile's south-west corner: edges half a pixel outside."""
+    return Affine(DEM_ARCSEC, 0.0, lon - DEM_ARCSEC / 2, 0.0, -DEM_ARCSEC, lat + 1 + DEM_ARCSEC / 2)
+
+
+def _dem_item(lat: int, lon: int, href: str) -> dict:
+    """A Planetary Computer ``cop-dem-glo-30`` item: projection v1.0.0 on the item (EPSG:4326), one
+    ``data`` COG, a fixed 2021-04-22 datetime for every tile, no raster:bands."""
+    name = _dem_tile_name(lat, lon)
+    transform = _dem_transform(lat, lon)
+    edge = DEM_ARCSEC / 2
+    footprint = box(lon - edge, lat - edge, lon + 1 + edge, lat + 1 + edge)
+    data_api = "https://planetarycomputer.microsoft.com/api/data/v1/item"
+    return {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": name,
+        "properties": {
+            "gsd": 30,
+            "datetime": "2021-04-22T00:00:00Z",
+            "platform": "TanDEM-X",
+            "proj:epsg": 4326,
+            "proj:shape": [3600, 3600],
+            "proj:transform": _proj_transform(transform),
+        },
+        "geometry": mapping(orient(footprint)),
+        "links": [],
+        "assets": {
+            "data": {"href": href, "type": COG_TYPE, "roles": ["data"], "title": f"N{lat}_00_E{lon:03d}_00"},
+            "tilejson": {
+                "href": f"{data_api}/tilejson.json?collection=cop-dem-glo-30&item={name}&assets=data",
+                "type": "application/json",
+                "title": "TileJSON with default rendering",
+                "roles": ["tiles"],
+            },
+        },
+        "bbox": list(footprint.bounds),
+        "stac_extensions": ["https://stac-extensions.github.io/projection/v1.0.0/schema.json"],
+        "collection": "cop-dem-glo-30",
+    }
+
+
+def _build_cop_dem(out: Path) -> CatalogFixture:
+    """Copernicus DEM GLO-30 as Planetary Computer serves it: the test area (the Sentinel-2 one) straddles
+    12 E, so two 1-degree tiles; float32 heights, one terrain continuous across the tile edge."""
+    area = _area_around(*S2_AREA_LONLAT, 32632, S2_AREA_HALF, 60.0, 0.0)
+    lon0, lat0, lon1, lat1 = _to_crs(box(*area), 32632, 4326).buffer(0.03).bounds
+    tiles = [(47, lon) for lon in (11, 12)]
+    # one lattice for both tiles: column 0 at 11 E + half a pixel, the terrain drawn once over the window
+    whole = _dem_transform(47, 11)
+    rows = (math.floor((whole.f - lat1) / DEM_ARCSEC), math.ceil((whole.f - lat0) / DEM_ARCSEC))
+    cols = (math.floor((lon0 - whole.c) / DEM_ARCSEC), math.ceil((lon1 - whole.c) / DEM_ARCSEC))
+    rng = np.random.default_rng(4401)
+    height, width = rows[1] - rows[0], cols[1] - cols[0]
+    terrain = 1400.0 + 450.0 * _field_hw(rng, height, width) + rng.normal(0.0, 0.8, (height, width))
+    terrain = terrain.astype(np.float32)
+    items, files = [], {}
+    for lat, lon in tiles:
+        name = _dem_tile_name(lat, lon)
+        shift = (lon - 11) * 3600  # this tile's column 0 on the shared lattice
+        lo, hi = max(cols[0], shift), min(cols[1], shift + 3600)
+        window = Window(lo - shift, rows[0], hi - lo, height)
+        raster = Raster(
+            "data", f"{name}.tif", "elevation", _dem_transform(lat, lon), (3600, 3600), "float32", DEM_NODATA
+        )
+        path = out / f"{name}.tif"
+        _write_sparse(path, raster, "EPSG:4326", window, terrain[:, lo - cols[0] : hi - cols[0]])
+        items.append(_dem_item(lat, lon, str(path)))
+        files[name] = {"data": str(path)}
+    doc = _collection("cop-dem-glo-30", items, "Copernicus DEM GLO-30 (test fixture)", "proprietary")
+    return CatalogFixture(
+        name="cop_dem_glo_30",
+        collection="cop-dem-glo-30",
+        items=items,
+        collection_doc=doc,
+        bands=[{"name": "elevation", "asset": "data", "index": 1}],
+        native_crs="EPSG:4326",
+        native_resolution=DEM_ARCSEC,
+        area_native=_to_crs(box(*area), 32632, 4326).bounds,
+        files=files,
     )
 
 
@@ -1537,4 +1633,7 @@ _BUILDERS: dict[str, Callable[[Path], CatalogFixture]] = {
     "es_s2_l2a": _build_es_s2,
     "landsat_c2_l2": _build_landsat_c2,
     "landsat_ard": _build_landsat_ard,
+    # not in FIXTURE_NAMES (no public-catalog shape test of their own): the cube's other sources
+    "landsat_c2_l2_utm33": functools.partial(_build_landsat_c2, epsg=32633, name="landsat_c2_l2_utm33"),
+    "cop_dem_glo_30": _build_cop_dem,
 }

@@ -22,6 +22,7 @@ from mosaic_assets.engine.catalog import scene_assets
 from mosaic_assets.engine.grid import MosaicGrid
 from mosaic_assets.engine.gti import priorities
 from mosaic_assets.engine.spec import MosaicSpec
+from mosaic_assets.engine.store import WHOLE_MOSAIC, Placement
 
 from .conftest import run_reference_warp
 
@@ -38,6 +39,14 @@ def _source_nodata(spec: MosaicSpec, declared: float | None, path: str | None) -
     return spec.nodata
 
 
+def stored_bands(store: str, time_index: int, positions: list[int], placement: Placement, spec: MosaicSpec):
+    """The raw pixels of ``spec``'s bands ``positions`` as the store keeps them: ``(band, y, x)``."""
+    dataset = xr.open_zarr(store, consolidated=True, mask_and_scale=False)
+    if placement.static:
+        return np.stack([dataset[spec.bands[p].name].values for p in positions])
+    return dataset["mosaic"][time_index].values[[placement.band_offset + p for p in positions]]
+
+
 def assert_matches_gdal_warp(
     spec: MosaicSpec,
     grid: MosaicGrid,
@@ -48,13 +57,14 @@ def assert_matches_gdal_warp(
     local_paths: dict[str, str] | None = None,
     positions: list[int] | None = None,
     min_valid: int = 20_000,
+    placement: Placement = WHOLE_MOSAIC,
 ) -> dict:
     """Assert the time step equals the reference within the rules above; returns the figures.
 
     ``local_paths`` (item id -> file) lets the reference read local copies of remote scenes.
     ``positions``: the mosaic bands to check, all of one asset (default: every band, of the first
     band's asset); the reference warps that asset's files with its declared nodata and the band's
-    resampling."""
+    resampling. ``placement``: where a cube's source keeps its bands (``spec`` is then the source's)."""
     positions = positions if positions is not None else list(range(len(spec.bands)))
     bands = [spec.bands[p] for p in positions]
     asset = bands[0].asset
@@ -82,7 +92,7 @@ def assert_matches_gdal_warp(
         assert ref_ds.shape == grid.shape
         reference = ref_ds.read()
         source = map_ds.read(1)
-    ours = xr.open_zarr(store, consolidated=True, mask_and_scale=False)["mosaic"][time_index].values[positions]
+    ours = stored_bands(store, time_index, positions, placement, spec)
     crs_of_source = np.array([scenes["crs"].iloc[i] for i in order])
 
     ref_valid = np.any(reference != spec.nodata, axis=0)

@@ -8,25 +8,22 @@ bands (Planetary Computer), Landsat C2 QA_PIXEL bit flags, DEA's fmask clear val
 from __future__ import annotations
 
 import random
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
 import xarray as xr
-from scipy import ndimage
 
 from mosaic_assets.engine.bandgroups import stacks
 from mosaic_assets.engine.catalog import scene_assets, scene_table
 from mosaic_assets.engine.grid import MosaicGrid
-from mosaic_assets.engine.gti import priorities
 from mosaic_assets.engine.nested_read import nesting
 from mosaic_assets.engine.spec import MosaicSpec, SpecError, parse_specs
 from mosaic_assets.engine.writer import write_block
 
 from .catalog_fixtures import CatalogFixture, make_fixture
-from .conftest import engine_setup_for, run_reference_warp
+from .composite_reference import composite_reference, reference_stack, usable_pixels
+from .conftest import engine_setup_for
 
 SCL_EXCLUDE = [0, 1, 3, 8, 9, 10]  # nodata, saturated, cloud shadow, cloud medium/high, cirrus
 CASES = {
@@ -93,94 +90,6 @@ def _build(spec: MosaicSpec, items: list[dict], tmp: Path) -> tuple[MosaicGrid, 
     return built.grid, built.table, xr.open_zarr(built.store, mask_and_scale=False)["mosaic"][0].values
 
 
-def _file_nodata(path: str, fallback: float) -> float:
-    with rasterio.open(path) as src:
-        return fallback if src.nodata is None else float(src.nodata)
-
-
-def _reference_stack(spec: MosaicSpec, grid: MosaicGrid, table, tmp: Path) -> tuple[np.ndarray, np.ndarray, list]:
-    """(scene, band, y, x) pixels and (scene, y, x) mask values, each warped alone by gdal.Warp; scenes
-    in the table's order (with their z-order rank)."""
-    assets = scene_assets(table)
-    jobs, outputs = [], []
-    wanted = [(b.asset, b.index, spec.band_resampling(b)) for b in spec.bands] + [
-        (spec.mask.asset, spec.mask.index, "nearest")
-    ]
-    for n, scene in enumerate(assets):
-        for k, (asset, index, resampling) in enumerate(wanted):
-            path = scene[asset]["href"]
-            declared = scene[asset]["bands"].get(str(index), {}).get("nodata")
-            out = str(tmp / f"s{n}-{k}.tif")
-            jobs.append(
-                {
-                    "sources": [path],
-                    "bands": [index],
-                    "srs": grid.geobox.crs.to_wkt(),
-                    "bounds": list(grid.geobox.extent.boundingbox),
-                    "res": spec.resolution,
-                    "resampling": resampling,
-                    "nodata": spec.nodata,
-                    "src_nodata": float(declared) if declared is not None else _file_nodata(path, spec.nodata),
-                    "use_overviews": False,
-                    "out": out,
-                }
-            )
-            outputs.append(out)
-    tmp.mkdir(parents=True, exist_ok=True)
-    run_reference_warp({"jobs": jobs})
-    arrays = [rasterio.open(o).read(1) for o in outputs]
-    per_scene = len(wanted)
-    stack = np.array([arrays[n * per_scene : n * per_scene + len(spec.bands)] for n in range(len(assets))])
-    masks = np.array([arrays[n * per_scene + len(spec.bands)] for n in range(len(assets))])
-    return stack, masks, list(priorities(spec, table))
-
-
-def _usable(spec: MosaicSpec, stack: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """The reference's own reading of the mask rules (not masks.usable), dilated by scipy.ndimage."""
-    rule = spec.mask
-    inside = masks != spec.nodata
-    codes = masks.astype(np.int64)
-    if rule.exclude is not None:
-        bad = np.isin(codes, rule.exclude)
-    elif rule.exclude_bits is not None:
-        bad = np.zeros(codes.shape, dtype=bool)
-        for bit in rule.exclude_bits:
-            bad |= (codes >> bit) & 1 == 1
-    else:
-        bad = ~np.isin(codes, rule.valid)
-    bad &= inside
-    if rule.dilate_pixels:
-        square = np.ones((2 * rule.dilate_pixels + 1,) * 2, dtype=bool)
-        bad = np.array([ndimage.binary_dilation(b, structure=square) for b in bad])
-    data = np.any(stack != spec.nodata, axis=1)
-    return inside & ~bad & data
-
-
-def _rounded(values: np.ndarray, dtype: str) -> np.ndarray:
-    info = np.iinfo(dtype)
-    return np.clip(np.rint(values), info.min, info.max).astype(dtype)
-
-
-def _reference(spec: MosaicSpec, stack: np.ndarray, usable: np.ndarray, ranks: list) -> np.ndarray:
-    """Per band over its own observations: a usable scene pixel where that band holds data."""
-    method = spec.composite.method
-    nodata = np.array(spec.nodata, dtype=spec.dtype)
-    observed = usable[:, np.newaxis] & (stack != spec.nodata)
-    if method == "first_valid":
-        out = np.full(stack.shape[1:], nodata, dtype=spec.dtype)
-        for n in np.argsort(ranks):  # worst first: the best usable pixel is drawn last
-            out[observed[n]] = stack[n][observed[n]]
-        return out
-    masked = np.where(observed, stack.astype(np.float64), np.nan)
-    reducer = {"median": np.nanmedian, "mean": np.nanmean, "min": np.nanmin, "max": np.nanmax}[method]
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: pixels without a clear observation
-        values = reducer(masked, axis=0)
-    out = _rounded(np.nan_to_num(values), spec.dtype)
-    out[~observed.any(axis=0)] = nodata
-    return out
-
-
 @pytest.mark.parametrize("method", ["first_valid", "median", "mean", "min", "max"])
 @pytest.mark.parametrize("name", list(CASES))
 def test_composite_equals_numpy_over_gdal_warps(
@@ -196,9 +105,9 @@ def test_composite_equals_numpy_over_gdal_warps(
         assets = scene_assets(table)
         assert [s.name for s in stacks(spec, assets)] == ["s0_1"]
         assert any(nesting(grid, a[spec.mask.asset]) for a in assets)
-    stack, masks, ranks = _reference_stack(spec, grid, table, tmp_path / "ref")
-    usable = _usable(spec, stack, masks)
-    expected = _reference(spec, stack, usable, ranks)
+    stack, masks, ranks = reference_stack(spec, grid, table, tmp_path / "ref")
+    usable = usable_pixels(spec, stack, masks)
+    expected = composite_reference(spec, stack, usable, ranks)
     got, count = ours[: len(spec.bands)], ours[len(spec.bands)]
     in_crs = np.array([c == spec.crs for c in table["crs"]])
     native = ~np.any(usable[~in_crs], axis=0) & usable.any(axis=0)  # only scenes in the mosaic's CRS there
@@ -224,7 +133,7 @@ def test_cloudy_pixels_never_survive_where_a_clear_observation_exists(
     for method in ("first_valid", "median"):
         spec = _spec(fixture, method, mask={"asset": "SCL", "exclude": SCL_EXCLUDE})
         grid, table, ours = _build(spec, fixture.items, tmp_path / method)
-        stack, masks, _ = _reference_stack(spec, grid, table, tmp_path / method / "ref")
+        stack, masks, _ = reference_stack(spec, grid, table, tmp_path / method / "ref")
         cloudy = np.isin(masks, [3, 8, 9, 10])
         clear = ~cloudy & (masks != 0)
         got = ours[0]
@@ -324,9 +233,9 @@ def test_masked_median_through_dagster(fixtures: dict[str, CatalogFixture], stac
     ours = dataset["mosaic"][0].values
     grid = MosaicGrid.from_spec(spec)
     table = scene_table(spec, fixture.items)
-    stack, masks, ranks = _reference_stack(spec, grid, table, tmp_path / "ref")
-    usable = _usable(spec, stack, masks)
-    equal = np.all(ours[: len(spec.bands)] == _reference(spec, stack, usable, ranks), axis=0)
+    stack, masks, ranks = reference_stack(spec, grid, table, tmp_path / "ref")
+    usable = usable_pixels(spec, stack, masks)
+    equal = np.all(ours[: len(spec.bands)] == composite_reference(spec, stack, usable, ranks), axis=0)
     assert equal[usable.any(axis=0)].mean() >= 0.95
     from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus as Status
 
