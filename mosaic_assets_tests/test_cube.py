@@ -2,8 +2,8 @@
 ``band`` in source order, one band per chunk, static layers as their own variables), each source
 writing only its own chunks, and the refusal of a store built without a source's band.
 
-Not yet here (issue 14 stays open): the end-to-end run through Dagster against GDAL's warp of each
-source, the incremental test through the sensors, the cube benchmark."""
+The end-to-end build through Dagster against each source's reference, and the incremental update
+through the sensors, are in test_cube_build.py."""
 
 from __future__ import annotations
 

@@ -349,23 +349,22 @@ def _read_skipping(
             skipped.update(culprits)
 
 
-def write_block(
-    spec: MosaicSpec,
-    grid: MosaicGrid,
-    store: str,
-    files: GtiFiles,
-    time_index: int,
-    block: Block,
-    placement: Placement = WHOLE_MOSAIC,
-) -> BlockWriteResult:
-    """Write the block's region (``placement``: where a cube's source writes); with ``spec.bad_scenes ==
-    "skip"`` bad scenes are left out and listed in the result instead of failing it."""
-    started = time.perf_counter()
+@dataclass(frozen=True)
+class BlockPixels:
+    """What a block's scenes give: its ``(band, y, x)`` pixels (None: no scene touches the block)."""
+
+    data: np.ndarray | None
+    scenes: int
+    skipped: tuple[SkippedScene, ...] = ()
+
+
+def block_pixels(spec: MosaicSpec, grid: MosaicGrid, files: GtiFiles, block: Block) -> BlockPixels:
+    """The block's pixels exactly as ``write_block`` writes them (scenes verified, signed just before
+    the read, bad ones skipped with ``bad_scenes: skip``), without writing them."""
     files = staged_locally(spec, grid, files)  # an object-store GTI is read from a local copy of its index
     scenes = block_scenes(grid, files, block, with_geometry=spec.stac.modifier is not None)
-    pixels = block.shape[0] * block.shape[1]
     if not scenes:
-        return BlockWriteResult(0, pixels, 0, 0, 0, time.perf_counter() - started)
+        return BlockPixels(None, 0)
     if spec.stac.modifier:
         try:
             scenes = sign_scenes(spec, scenes)  # now, just before reading: a catalog's tokens may have expired
@@ -383,16 +382,35 @@ def write_block(
             # retry in this process (Dagster's in-process executor, a ranged run) asks the server again
             rasterio.cache.invalidate_all()
         raise
-    write_region(store, grid, time_index, block, data, placement)
-    valid = spec.valid_mask(data)
+    return BlockPixels(data, len(scenes), tuple(skipped))
+
+
+def write_block(
+    spec: MosaicSpec,
+    grid: MosaicGrid,
+    store: str,
+    files: GtiFiles,
+    time_index: int,
+    block: Block,
+    placement: Placement = WHOLE_MOSAIC,
+) -> BlockWriteResult:
+    """Write the block's region (``placement``: where a cube's source writes); with ``spec.bad_scenes ==
+    "skip"`` bad scenes are left out and listed in the result instead of failing it."""
+    started = time.perf_counter()
+    read = block_pixels(spec, grid, files, block)
+    pixels = block.shape[0] * block.shape[1]
+    if read.data is None:
+        return BlockWriteResult(0, pixels, 0, 0, 0, time.perf_counter() - started)
+    write_region(store, grid, time_index, block, read.data, placement)
+    valid = spec.valid_mask(read.data)
     return BlockWriteResult(
-        scenes=len(scenes),
+        scenes=read.scenes,
         pixels=pixels,
         valid_pixels=int(valid.sum()),
         chunks_written=_nonempty_chunks(valid, grid.chunk_shape),
-        bytes_uncompressed=int(data.nbytes),
+        bytes_uncompressed=int(read.data.nbytes),
         seconds=time.perf_counter() - started,
-        skipped=tuple(skipped),
+        skipped=read.skipped,
     )
 
 
@@ -426,10 +444,7 @@ def write_region(
     bands = range(placement.band_offset, placement.band_offset + data.shape[0])
     band_chunks = sorted({b // array.chunks[1] for b in bands})
     remove_block_partials(store, VARIABLE, grid, time_index, block, band_chunks)
-    if len(bands) == array.shape[1]:
-        array[time_index, :, rows, cols] = data
-    else:
-        array[time_index, bands.start : bands.stop, rows, cols] = data
+    array[time_index, bands.start : bands.stop, rows, cols] = data
 
 
 def _nonempty_chunks(valid: np.ndarray, chunk_shape: tuple[int, int]) -> int:
