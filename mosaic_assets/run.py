@@ -11,10 +11,10 @@ instance at $DAGSTER_HOME, chunk partitions spread over worker processes (one pe
      asset, an unreadable scene, a store built for another grid, an invalid spec, the STAC API failing)
      prints as one line ``error: <message>`` on stderr, its traceback only with ``--verbose``;
      anything else (a bug) prints its traceback too;
-  3  no error, but some mosaic has no items yet (its collections hold none in its area from its time
-     grid's start on): stderr names the mosaic, the STAC URL, the collections and the query. Nothing is
-     written for it (no store, no runs, no partitions), and the other mosaics are built as usual. Not 2:
-     that is argparse's usage error.
+  3  no error, but some mosaic (or a cube's source) has no items yet (its collections hold none in its
+     area from its time grid's start on): stderr names the mosaic, the STAC URL, the collections and the
+     query. Nothing is written for it (no store, no runs, no partitions; a cube is built from its other
+     sources), and the other mosaics are built as usual. Not 2: that is argparse's usage error.
 """
 
 from __future__ import annotations
@@ -306,8 +306,13 @@ def empty_message(spec: MosaicSpec, url: str) -> str:
     bbox = [round(v, 6) for v in area_bbox_4326(spec)]
     return (
         f"mosaic {spec.name}: no items yet: the STAC API {url} has none in collections {list(spec.stac.collections)}"
-        f" within bbox {bbox} (lon/lat) dated on or after {spec.time.start} (the time grid's start,"
-        f" {spec.time.step} steps); nothing was written for it\n"
+        f" within bbox {bbox} (lon/lat)"
+        + (
+            " (a static layer: any date)"
+            if spec.static
+            else f" dated on or after {spec.time.start} (the time grid's start, {spec.time.step} steps)"
+        )
+        + "; nothing was written for it\n"
         f"mosaic {spec.name}: its sensor {spec.name}_stac_sensor fills the mosaic when items appear"
         " (`make dev` runs `dagster dev` with MOSAIC_SENSORS=running), or run build again"
     )
@@ -329,11 +334,11 @@ def _build_entry(entry: BuildEntry, workers: int, pool: ProcessPoolExecutor) -> 
     layout = data_root.layout(entry.units[0].spec)
     found = [_time_steps(unit.spec, defs.resources["stac_api"]) for unit in entry.units]
     summary = {"mosaic": entry.name, "store": layout.store, "time_steps": [], "chunk_partitions": 0, "chunk_runs": 0}
-    summary |= {"preview": None, "empty": None}
+    override = defs.resources["stac_api"].url
+    empty = [empty_message(u.spec, override or u.spec.stac.url) for u, steps in zip(entry.units, found) if not steps]
+    summary |= {"preview": None, "empty": None, "empty_sources": empty}  # a cube's sources without items
     if not any(found):
-        url = defs.resources["stac_api"].url or entry.units[0].spec.stac.url
-        messages = [empty_message(unit.spec, url) for unit in entry.units]
-        return summary | {"seconds": round(time.perf_counter() - started, 1), "empty": "\n".join(messages)}
+        return summary | {"seconds": round(time.perf_counter() - started, 1), "empty": "\n".join(empty)}
     for parts, steps in zip(entry.partitions, found):
         if steps:
             instance.add_dynamic_partitions(parts.time.name, steps)
@@ -456,7 +461,7 @@ def report_failure(exc: BaseException, verbose: bool) -> int:
 
 
 BUILD_EPILOG = """exit status: 0 every mosaic built; 1 an error (a data error prints as one line
-'error: <message>', with its traceback under --verbose); 3 some mosaic has no items yet
+'error: <message>', with its traceback under --verbose); 3 some mosaic (or cube source) has no items yet
 (stderr names its STAC URL, collections and query; the other mosaics are built, nothing is
 written for that one, its sensor fills it when items appear)."""
 
@@ -483,9 +488,9 @@ def main(argv: list[str] | None = None) -> int:
         if not summary["empty"]:
             print(describe(summary))
     for summary in summaries:
-        if summary["empty"]:
-            print(summary["empty"], file=sys.stderr)
-    return EXIT_EMPTY if any(s["empty"] for s in summaries) else EXIT_OK
+        for message in [summary["empty"]] if summary["empty"] else summary["empty_sources"]:
+            print(message, file=sys.stderr)
+    return EXIT_EMPTY if any(s["empty"] or s["empty_sources"] for s in summaries) else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -176,3 +176,50 @@ def dg_key(path: str):
     import dagster as dg
 
     return dg.AssetKey(path.split("/"))
+
+
+@pytest.mark.parametrize("values", ["raw", "physical"])
+def test_scaling_lands_on_its_own_bands_and_layers(tmp_path: Path, values: str):
+    """One (scale, offset) per stored band, count band included (it has none); a static layer's CF
+    attributes follow its own ``values``, not the cube's; a source known only later is filled in."""
+    from mosaic_assets.engine.store import record_scaling
+
+    document = _document()
+    document["mosaics"][0]["sources"][2]["values"] = values
+    (spec,) = parse_specs(document)
+    cube = Cube.from_spec(spec)
+    store = str(tmp_path / "cube.zarr")
+    s2_only = [(0.0001, -0.1), (0.0001, -0.1), (None, None), (None, None), (None, None)]
+    ensure_template(spec, cube.grid, store, 1, s2_only)  # the store made before Landsat's scene table
+    ds = xr.open_zarr(store, mask_and_scale=False)
+    assert ds.scale.values.tolist() == [0.0001, 0.0001, 1.0, 1.0]
+    everything = [*s2_only[:3], (2.75e-05, -0.2), (0.5, 10.0)]
+    filled = record_scaling(spec, store, everything)
+    assert filled == ["swir16", "elevation"] if values == "raw" else filled == ["swir16"]
+    ds = xr.open_zarr(store, mask_and_scale=False)
+    assert ds.scale.values.tolist() == [0.0001, 0.0001, 1.0, 2.75e-05]
+    assert ds.offset.values.tolist() == [-0.1, -0.1, 0.0, -0.2]
+    assert "scale_factor" not in ds.mosaic.attrs  # the bands do not share one pair
+    cf = {k: ds.elevation.attrs.get(k) for k in ("scale_factor", "add_offset")}
+    assert cf == ({"scale_factor": 0.5, "add_offset": 10.0} if values == "raw" else dict.fromkeys(cf))
+    again = [(9.0, 9.0), (9.0, 9.0), (None, None), (9.0, 9.0), (9.0, 9.0)]
+    assert record_scaling(spec, store, again) == []  # what is recorded is never changed
+
+
+def test_a_plain_mosaic_with_a_count_band_records_its_scaling(tmp_path: Path):
+    """declared_scaling gives the count band a pair of its own (none), so the template lines up."""
+    import geopandas as gpd
+
+    from mosaic_assets.engine.catalog import declared_scaling
+    from mosaic_assets.engine.grid import MosaicGrid
+
+    mosaic = {k: v for k, v in _document()["mosaics"][0].items() if k != "sources"}
+    mosaic.update(name="plain", stac=STAC, bands=[{"name": "red", "asset": "red", "scale": 0.0001}])
+    mosaic.update(composite={"method": "median", "count_band": True})
+    (spec,) = parse_specs({"mosaics": [mosaic]})
+    scaling = declared_scaling(spec, gpd.GeoDataFrame({"assets": []}))
+    assert scaling == [(0.0001, None), (None, None)]
+    store = str(tmp_path / "plain.zarr")
+    ensure_template(spec, MosaicGrid.from_spec(spec), store, 1, scaling)
+    ds = xr.open_zarr(store, mask_and_scale=False)
+    assert ds.scale.values.tolist() == [0.0001, 1.0] and list(ds.band.values) == ["red", "valid_count"]

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import subprocess
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -29,7 +32,7 @@ from mosaic_assets.engine.spec import CubeSpec, parse_specs
 
 from .catalog_fixtures import CatalogFixture, load_fixture, make_fixture
 from .composite_reference import composite_reference, reference_stack, usable_pixels
-from .conftest import dagster_env, reset_collection, run_build
+from .conftest import REPO, dagster_env, reset_collection, run_build
 from .pixels import assert_matches_gdal_warp
 
 SCL_EXCLUDE = [0, 1, 3, 8, 9, 10]
@@ -163,6 +166,11 @@ def test_three_sources_build_one_store_each_equal_to_its_reference(
     assert dataset["mosaic"].sizes["time"] == 1
     assert dataset["elevation"].dims == ("y", "x") and dataset["elevation"].dtype == np.float32
     assert dataset["elevation"].attrs["source"] == "dem"
+    # raw numbers: each band's scale and offset as its source declares them (PC's Sentinel-2 declares none,
+    # Landsat C2 2.75e-05 and -0.2), the count band none, the DEM none
+    assert dataset["scale"].values.tolist() == [1.0] * 4 + [2.75e-05] * 3
+    assert dataset["offset"].values.tolist() == [0.0] * 4 + [-0.2] * 3
+    assert "scale_factor" not in dataset["mosaic"].attrs and "scale_factor" not in dataset["elevation"].attrs
 
     figures = {"s2": _check_s2_median(cube, store, fixtures["s2"].items, tmp_path / "ref-s2")}
     ls_table = scene_table(landsat.spec, fixtures["landsat"].items)
@@ -262,6 +270,9 @@ def test_a_new_item_in_one_source_redoes_only_its_partitions(
             cursors[source] = result.cursor
         before = _variable_hashes(store)
         assert before
+        # the Sentinel-2 sensor's run made the store before Landsat had a scene table: Landsat's run
+        # recorded its scale and offset afterwards
+        assert xr.open_zarr(store)["scale"].values.tolist() == [1.0] * 4 + [2.75e-05] * 3
 
         july = copy.deepcopy(fixtures["landsat"].items[1])
         july["id"] = july["id"].replace("20240612", "20240714")
@@ -274,7 +285,21 @@ def test_a_new_item_in_one_source_redoes_only_its_partitions(
                 assert isinstance(result, dg.SkipReason), (source, result)
                 continue
             ran = _run_request(result, defs, instance, source)
-    after = _variable_hashes(store)
+            cursors[source] = result.cursor
+        after = _variable_hashes(store)
+
+        # a re-published DEM tile (newer `updated`): its sensor redoes the static layer's partitions only
+        tile = copy.deepcopy(fixtures["dem"].items[0])
+        tile["properties"]["updated"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        upsert_items(stac_api, fixtures["dem"].collection, [tile])
+        result = _evaluate(defs, instance, "cube_dem_stac_sensor", cursors["dem"])
+        assert isinstance(result, dg.SensorResult)
+        refreshed = _run_request(result, defs, instance, "dem")
+        for source in ("s2", "landsat"):  # nothing new for them
+            assert isinstance(_evaluate(defs, instance, f"cube_{source}_stac_sensor", cursors[source]), dg.SkipReason)
+    assert refreshed["scene_catalog"] == ["static"] and refreshed["mosaic_chunks"]
+    assert all(k.startswith("static|") for k in refreshed["mosaic_chunks"])
+    assert _variable_hashes(store) == after, "the same tile again: the same bytes, and no other source touched"
     assert ran["scene_catalog"] == ran["gti_index"] == ["2024-07-01"] and ran["zarr_template"] == [None]
     assert ran["mosaic_chunks"] and all(k.startswith("2024-07-01|") for k in ran["mosaic_chunks"])
     assert {k: after[k] for k in before} == before, "a chunk the July Landsat item does not concern changed"
@@ -285,3 +310,34 @@ def test_a_new_item_in_one_source_redoes_only_its_partitions(
         _, _, t, b, _, _ = path.split("/")
         assert int(t) == 1 and landsat.band_offset <= int(b) < landsat.band_offset + landsat.bands, path
     assert xr.open_zarr(store)["mosaic"].sizes["time"] == 2
+
+
+def test_a_source_without_items_is_named_and_the_others_built(
+    fixtures: dict[str, CatalogFixture], stac_api: str, tmp_path: Path
+) -> None:
+    """`run build` of a cube whose Landsat collection is still empty: the Sentinel-2 and DEM sources are
+    built, Landsat's bands stay fill, and the build exits 3 naming the source, its collection and query."""
+    from mosaic_assets.demo.stac_load import upsert_collection
+
+    _load(stac_api, {k: v for k, v in fixtures.items() if k != "landsat"})
+    reset_collection(stac_api, "landsat-empty")
+    upsert_collection(stac_api, {**copy.deepcopy(fixtures["landsat"].collection_doc), "id": "landsat-empty"})
+    document = _cube_document(stac_api, fixtures)
+    document["mosaics"][0]["sources"][1]["stac"]["collections"] = ["landsat-empty"]
+    env = dagster_env(tmp_path, document, stac_api)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mosaic_assets.run", "build", "--workers", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=REPO,
+    )
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "mosaic cube_landsat: no items yet" in proc.stderr and "['landsat-empty']" in proc.stderr
+    assert "cube_s2" not in proc.stderr and "cube_dem" not in proc.stderr
+    dataset = xr.open_zarr(tmp_path / "data" / "stores" / "cube.zarr", mask_and_scale=False)
+    landsat = Cube.from_spec(parse_specs(document)[0]).source("landsat").placement
+    bands = dataset["mosaic"][0].values
+    assert (bands[landsat.band_offset :] == 0).all() and (bands[: landsat.band_offset] != 0).any()
+    assert np.isfinite(dataset["elevation"].values).all() and (dataset["elevation"].values != -32767).all()

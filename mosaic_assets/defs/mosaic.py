@@ -31,6 +31,7 @@ from mosaic_assets.engine.store import (
     WHOLE_MOSAIC,
     Placement,
     ensure_template,
+    record_scaling,
     store_exists,
     store_shape,
     store_time_length,
@@ -248,7 +249,7 @@ def build_source_assets(mosaic: MosaicAssets, group: str) -> list[dg.AssetsDefin
         deps=[dg.AssetDep(mosaic.gti, partition_mapping=_time_partition_of(TIME_DIM)), mosaic.template],
         kinds={"zarr", "gdal"},
         backfill_policy=dg.BackfillPolicy.multi_run(spec.operations.partitions_per_run),
-        freshness_policy=_freshness(spec),
+        freshness_policy=None if spec.static else _freshness(spec),  # a static layer changes with its items only
         op_tags=chunk_writer_tags(),
         pool=store_writes_pool(),
         retry_policy=TRANSIENT_RETRY,
@@ -265,6 +266,11 @@ def build_source_assets(mosaic: MosaicAssets, group: str) -> list[dg.AssetsDefin
         for key in context.partition_keys:
             step_key, block_key = MosaicPartitions.split_chunk_key(key)
             time_index = _time_index(spec, step_key)
+            if where.static and not store_exists(layout.store):
+                raise dg.Failure(
+                    f"store {layout.store} does not exist: materialize {mosaic.template.to_user_string()} first",
+                    allow_retries=False,
+                )
             if time_index >= length and not where.static:
                 raise dg.Failure(
                     f"store {layout.store} has {length} time steps, {step_key} needs {time_index + 1}: "
@@ -383,20 +389,23 @@ def build_cube_assets(spec: CubeSpec) -> tuple[Cube, list[MosaicAssets], list[dg
     )
     def zarr_template(context: dg.AssetExecutionContext, data_root: DataRootResource):
         """The cube's store: its sources' bands along ``band``, static layers as their own variables;
-        grows along time as any time-varying source's time steps appear."""
+        grows along time as any time-varying source's time steps appear, and records each source's
+        scale/offset once its first scene table exists (``record_scaling``)."""
+        steps = {m.spec.name: context.instance.get_dynamic_partitions(m.partitions.time.name) for m in mosaics}
         length = 0
         for m in timed:
-            steps = context.instance.get_dynamic_partitions(m.partitions.time.name)
-            length = max(length, max((step_index(spec.time, parse_time_key(k)) for k in steps), default=-1) + 1)
+            indexes = (step_index(spec.time, parse_time_key(k)) for k in steps[m.spec.name])
+            length = max(length, max(indexes, default=-1) + 1)
         store = data_root.layout(cube.sources[0].spec).store
-        scaling = None
-        if not store_exists(store):
-            scaling = []
-            for m in [*timed, *[m for m in mosaics if m.placement.static]]:
-                steps = context.instance.get_dynamic_partitions(m.partitions.time.name)
-                found = _first_scaling(m.spec, data_root.layout(m.spec), steps)
-                scaling += found or [(None, None)] * len(m.spec.band_names)
+        scaling = []  # store order: the timed sources' bands, then the static layers
+        for m in [*timed, *[m for m in mosaics if m.placement.static]]:
+            found = _first_scaling(m.spec, data_root.layout(m.spec), steps[m.spec.name])
+            scaling += found or [(None, None)] * len(m.spec.band_names)
+        existed = store_exists(store)
         result = ensure_template(spec, cube.grid, store, length, scaling)
+        filled = record_scaling(spec, store, scaling) if existed else []
+        if filled:
+            context.log.info(f"{store}: recorded the scale and offset of {filled}")
         return _template_metadata(result, store, cube.grid, len(shape.band_names), shape.band_chunk)
 
     return cube, mosaics, [*assets, zarr_template]

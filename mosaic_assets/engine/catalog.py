@@ -175,9 +175,9 @@ def search_items(spec: MosaicSpec, client: Client, datetime_range: str | None = 
 
 def item_time_key(spec: MosaicSpec, item: dict) -> str | None:
     """The time step an item falls in, or None when it is before the time grid starts."""
-    when = _item_datetime(item)
-    if spec.static:
+    if spec.static:  # whatever its date, or none
         return STATIC_STEP
+    when = _item_datetime(item)
     index = step_index(spec.time, when)
     return time_key(step_start(spec.time, index)) if index >= 0 else None
 
@@ -251,7 +251,8 @@ def scene_assets(table: pd.DataFrame) -> list[dict]:
 
 
 def declared_scaling(spec: MosaicSpec, table: pd.DataFrame) -> list[tuple[float | None, float | None]]:
-    """Each spec band's (scale, offset): the spec's own, else the first a scene of ``table`` declares."""
+    """Each stored band's (scale, offset): the spec's own, else the first a scene of ``table`` declares;
+    the count band (``composite.count_band``) has none."""
     found: list[tuple[float | None, float | None]] = []
     assets = scene_assets(table)
     for band in spec.bands:
@@ -260,7 +261,7 @@ def declared_scaling(spec: MosaicSpec, table: pd.DataFrame) -> list[tuple[float 
         found.append(
             (band.scale, band.offset) if band.scale is not None or band.offset is not None else pair or (None, None)
         )
-    return found
+    return found + [(None, None)] * (len(spec.band_names) - len(spec.bands))
 
 
 def save_scene_table(table: gpd.GeoDataFrame, path: Location) -> None:

@@ -60,6 +60,7 @@ class StaticLayer:
     source: str
     dtype: str
     nodata: float
+    values: str = "raw"  # the static source's own: CF scale attributes only when it stores raw numbers
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def store_shape(spec: MosaicSpec | CubeSpec) -> StoreShape:
     names = tuple(b for _, m in timed for b in m.band_names)
     sources = tuple(s.name for s, m in timed for _ in m.band_names)
     statics = tuple(
-        StaticLayer(b, s.name, m.dtype, m.nodata)
+        StaticLayer(b, s.name, m.dtype, m.nodata, m.values)
         for s, m in zip(spec.sources, spec.source_specs)
         if s.static
         for b in m.band_names
@@ -203,22 +204,64 @@ def template_dataset(
         coords["source"] = ("band", np.array(shape.band_sources, dtype=str))
     ds = xr.Dataset({VARIABLE: (("time", "band", "y", "x"), data)}, coords=coords)
     ds[VARIABLE].attrs.update(grid_mapping="spatial_ref", long_name=f"{shape.name} mosaic")
-    if shape.values == "raw" and scaling and any(p != (None, None) for p in scaling[:nb]):
-        pairs = [(1.0 if sc is None else sc, 0.0 if off is None else off) for sc, off in scaling[:nb]]
+    declared = bool(scaling) and any(p != (None, None) for p in scaling[:nb])
+    if shape.values == "raw" and (declared or shape.cube):  # a cube's later sources fill theirs in (record_scaling)
+        pairs = _pairs((scaling or [])[:nb], nb)
         ds = ds.assign_coords(scale=("band", [p[0] for p in pairs]), offset=("band", [p[1] for p in pairs]))
-        if len(set(pairs)) == 1:
+        if declared and len(set(pairs)) == 1:
             ds[VARIABLE].attrs.update(scale_factor=pairs[0][0], add_offset=pairs[0][1])
     for i, layer in enumerate(shape.statics):
         ds[layer.name] = (("y", "x"), da.full(grid.shape, layer.nodata, dtype=layer.dtype, chunks=(cy, cx)))
         ds[layer.name].attrs.update(grid_mapping="spatial_ref", source=layer.source, long_name=f"{layer.name} (static)")
         scale, offset = (scaling or [])[nb + i] if scaling and len(scaling) > nb + i else (None, None)
-        if shape.values == "raw" and (scale, offset) != (None, None):
+        if layer.values == "raw" and (scale, offset) != (None, None):
             ds[layer.name].attrs.update(scale_factor=1.0 if scale is None else scale, add_offset=offset or 0.0)
     for name, axis, std in (("x", "X", "projection_x_coordinate"), ("y", "Y", "projection_y_coordinate")):
         ds[name].attrs.update(axis=axis, standard_name=std)
     ds.attrs[FINGERPRINT_ATTR] = json.dumps(fingerprint(spec, grid), sort_keys=True)
     ds.attrs["Conventions"] = "CF-1.8"
     return ds
+
+
+def _pairs(scaling: list[tuple], count: int) -> list[tuple[float, float]]:
+    """``count`` (scale, offset) pairs, 1 and 0 where none is declared."""
+    padded = list(scaling) + [(None, None)] * (count - len(scaling))
+    return [(1.0 if sc is None else float(sc), 0.0 if off is None else float(off)) for sc, off in padded[:count]]
+
+
+def record_scaling(spec: MosaicSpec | CubeSpec, store: str, scaling: list[tuple]) -> list[str]:
+    """Fill in scale/offset that became known after the store was made: a cube's store is made by
+    whichever source's template run comes first (through the sensors, before the other sources have a
+    scene table). Bands still at 1 and 0 take their declared pair, static layers their CF attributes;
+    nothing recorded is ever changed. Returns the bands and layers filled in."""
+    shape = store_shape(spec)
+    nb = len(shape.band_names)
+    group = zarr.open_group(store, mode="r+", storage_options=storage_options(store))
+    filled: list[str] = []
+    if shape.values == "raw" and "scale" in group and "offset" in group:
+        scale, offset = group["scale"][:], group["offset"][:]
+        for i, (pair, name) in enumerate(zip(_pairs(scaling[:nb], nb), shape.band_names)):
+            if pair != (1.0, 0.0) and (scale[i], offset[i]) == (1.0, 0.0):
+                scale[i], offset[i] = pair
+                filled.append(name)
+        if filled:
+            group["scale"][:], group["offset"][:] = scale, offset
+            pairs = set(zip(scale.tolist(), offset.tolist()))
+            attrs = group[VARIABLE].attrs
+            if len(pairs) == 1:
+                attrs.update({"scale_factor": float(scale[0]), "add_offset": float(offset[0])})
+            elif "scale_factor" in attrs:  # the bands no longer share one pair: CF cannot say it
+                attrs.put({k: v for k, v in attrs.items() if k not in ("scale_factor", "add_offset")})
+    for i, layer in enumerate(shape.statics):
+        sc, off = scaling[nb + i] if len(scaling) > nb + i else (None, None)
+        attrs = group[layer.name].attrs
+        if layer.values == "raw" and (sc, off) != (None, None) and "scale_factor" not in attrs:
+            attrs.update({"scale_factor": 1.0 if sc is None else float(sc), "add_offset": float(off or 0.0)})
+            filled.append(layer.name)
+    if filled:
+        with _consolidating():
+            zarr.consolidate_metadata(group.store)
+    return filled
 
 
 def _encoding(spec: MosaicSpec | CubeSpec, grid: MosaicGrid) -> dict:
