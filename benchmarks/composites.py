@@ -65,6 +65,7 @@ SCL_EXCLUDE = [0, 1, 3, 8, 9, 10]  # no data, saturated, cloud shadow, cloud med
 SPEEDUP_TARGET = 3.0  # odc / ours median, wall
 MASK_TARGET = 1.2  # masked first_valid / plain mosaic, wall
 ODC_CHUNK = 1024
+WRITER_ENV = "BENCH_COMPOSITES_WRITER"  # how our cases write: "step" (one writer step) or "runs" (run build)
 
 
 # ------------------------------------------------------------------------------------------------ scenes
@@ -484,6 +485,34 @@ def _write_batch(job_path: str, keys: list[str]) -> dict:
     return {"pid": os.getpid(), "peak_rss_mb": own_peak_rss_mb(), "results": results}
 
 
+def step_child(job_path: str, workers: int) -> dict:
+    """Every block as one chunk-writer step with ``workers`` CPUs writes a ranged run's partitions
+    (``engine.parallel_write.write_blocks``: pieces, per-worker memory and GDAL thread shares)."""
+    from benchmarks.measure import Section, peak_rss_mb
+    from mosaic_assets.engine.parallel_write import BlockTask, write_blocks
+
+    spec, grid, files, store = _engine(job_path)
+    tasks = [BlockTask(b.key, files, 0, b) for b in grid.blocks()]
+    with Section() as section:
+        outcomes = write_blocks(spec, grid, store, tasks, cpus=workers)
+    failed = [o.error for o in outcomes if o.error]
+    if failed:
+        raise RuntimeError(failed[0])
+    results = [o.result for o in outcomes]
+    return {
+        "wall_s": section.wall_s,
+        "cpu_s": section.cpu_s,
+        "peak_rss_mb": peak_rss_mb(),
+        "sum_rss_mb": peak_rss_mb() * workers,  # an upper bound: every worker at the largest's peak
+        "workers_rss_mb": [],
+        "blocks": len(results),
+        "batch_size": len(results),
+        "scenes_per_block": statistics.fmean(r.scenes for r in results),
+        "valid_pixels": sum(r.valid_pixels for r in results),
+        "chunks_written": sum(r.chunks_written for r in results),
+    }
+
+
 def engine_child(job_path: str, workers: int) -> dict:
     from benchmarks.measure import Section, own_peak_rss_mb, peak_rss_mb
     from mosaic_assets.engine import writer  # noqa: F401 (loaded before the fork: workers start with it)
@@ -631,6 +660,8 @@ def child(case: str, job_path: str, arg: str, result_path: str) -> None:
         outcome = profile_child(case.removeprefix("profile:"), job_path, arg)
     elif case.startswith("odc"):
         outcome = odc_child(job_path, int(arg), "solar_day" if case == "odc_day" else "item")
+    elif os.environ.get(WRITER_ENV, "step") == "step":
+        outcome = step_child(job_path, int(arg))
     else:
         outcome = engine_child(job_path, int(arg))
     Path(result_path).write_text(json.dumps(outcome))
@@ -983,12 +1014,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--retries", type=int, default=2)
     parser.add_argument("--profile", action="store_true", help="then cProfile one block of each engine case")
     parser.add_argument("--profile-block", help="the block to profile (default: the one with the most scenes)")
+    parser.add_argument(
+        "--writer",
+        choices=["step", "runs"],
+        default="step",
+        help="ours as one chunk-writer step with --workers CPUs (parallel_write.write_blocks, default), or as"
+        " ranged runs side by side on a pool, one block after another in each (what run build does locally)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--child", nargs=4, metavar=("CASE", "JOB", "ARG", "RESULT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child(*args.child)
         return
+    os.environ[WRITER_ENV] = args.writer  # the measured children inherit it
 
     started = datetime.now(UTC)
     layout = Layout(width=args.width, height=args.height)
@@ -1039,6 +1078,7 @@ def main(argv: list[str] | None = None) -> None:
             "generator_version": GENERATOR_VERSION,
             "bbox_utm32": bbox,
             "partition_bytes": args.partition_bytes,
+            "writer": args.writer,
             "chunks": list(grid.chunk_shape),
             "odc_chunks": ODC_CHUNK,
             "mask": {"asset": "SCL", "exclude": SCL_EXCLUDE, "dilate_pixels": 0},

@@ -113,3 +113,32 @@ def test_grids_that_do_not_nest_are_left_to_the_gti(tmp_path: Path, change: str)
     asset = {"href": str(tmp_path / "absent.tif"), "crs": crs, "shape": [10, 10], "transform": list(transform)[:6]}
     assert nesting(grid, asset) is None
     assert read_nested_band(spec, grid, BAND, asset, Window(0, 0, 10, 10)) is None
+
+
+@pytest.mark.parametrize("nodata", [0, None])
+def test_a_mask_in_another_crs_takes_gdals_nearest_picks(tmp_path: Path, nodata) -> None:
+    """An SCL-like 20 m file in UTM 33 under a 10 m UTM 32 mosaic (the neighbouring zone's scenes): each
+    window's pixels are the ones GDAL's own nearest warp of the file gives there (rasterio.warp.reproject
+    onto the window; the pick map is an index raster warped the same way), runs off the file included;
+    two files on one grid share one pick map."""
+    from pyproj import Transformer
+
+    from mosaic_assets.engine.nested_read import _pick_map, read_mapped_band
+
+    spec, grid = _grid()
+    height, width = grid.shape
+    centre = grid.geobox.transform * (width / 2, height / 2)
+    x, y = Transformer.from_crs("EPSG:32632", "EPSG:32633", always_xy=True).transform(*centre)
+    origin = (round(x / 20) * 20 - 20 * width // 5, round(y / 20) * 20 + 20 * height // 6)  # off the grid's corner
+    transform = Affine(20.0, 0, origin[0], 0, -20.0, origin[1])
+    shape = (height // 2, width // 2)
+    first = _scl(tmp_path / "a.tif", transform, shape, "EPSG:32633", nodata, seed=5)
+    second = _scl(tmp_path / "b.tif", transform, shape, "EPSG:32633", nodata, seed=6)
+    assert nesting(grid, first) is None
+    _pick_map.cache_clear()
+    for window in (Window(0, 0, width, height), Window(101, 57, 333, 211)):
+        for asset in (first, second):
+            got = read_mapped_band(spec, grid, BAND, asset, window)
+            expected = _gdal_reference(spec, grid, asset["href"], window)
+            np.testing.assert_array_equal(got, expected)
+    assert _pick_map.cache_info().misses == 2 and _pick_map.cache_info().hits == 2

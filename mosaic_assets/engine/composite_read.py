@@ -26,7 +26,7 @@ from .gdal_env import gdal_env, worker_memory_gb
 from .grid import Block, MosaicGrid
 from .gti import SORT_FIELD, GtiFiles
 from .masks import usable
-from .nested_read import read_nested_band
+from .nested_read import read_mapped_band, read_nested_band
 from .object_store import vsi_path
 from .signed_read import signed_gti
 from .spec import MosaicSpec
@@ -90,7 +90,10 @@ class SceneLayers:
         values = None
         if "assets" in scene:  # on its own grid where that nests in the mosaic's (nested_read)
             asset, path = scene["assets"][group.asset], scene.get("signed", {}).get(group.asset)
-            values = read_nested_band(self.spec, self.grid, group.bands[0], asset, self._window(whole, margin), path)
+            window = self._window(whole, margin)
+            values = read_nested_band(self.spec, self.grid, group.bands[0], asset, window, path)
+            if values is None:  # another CRS: its own grid, GDAL's nearest picks shared by the scenes on it
+                values = read_mapped_band(self.spec, self.grid, group.bands[0], asset, window, path)
         if values is None:
             values = self.group(group, scene, whole, margin)[0]
         top = self.block.rows.start - max(0, self.block.rows.start - margin)

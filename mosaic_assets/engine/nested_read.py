@@ -5,8 +5,12 @@ k times the mosaic's, edges on the mosaic's grid lines (Sentinel-2's 20 m SCL un
 its own UTM zone), every mosaic pixel lies inside exactly one mask pixel: nearest is that pixel, so
 reading the k² times smaller window and repeating each value k x k times gives what GDAL's nearest
 read through the GTI gives, at a fraction of its cost (no resampling pass, a quarter of the decode).
-Anything else (another CRS, a grid off the mosaic's lines, overviews allowed) returns None and the
-caller reads through the GTI as usual.
+
+A mask in another CRS (the scenes of the neighbouring UTM zone) is read on its own grid too, and each
+mosaic pixel takes the asset pixel GDAL's own nearest warp picks for it (``read_mapped_band``): that pick
+depends only on the two grids, not on the scene, so it is warped once per asset grid and window (an
+index raster, through ``rasterio.warp.reproject``) and shared by every scene on that grid, a month of
+one MGRS tile's acquisitions. Overviews allowed return None and the caller reads through the GTI.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import math
 
 import numpy as np
 import rasterio
+import rasterio.warp
+from affine import Affine
 from pyproj import CRS
 from rasterio.windows import Window
 
@@ -101,3 +107,77 @@ def _in_dtype(values: np.ndarray, dtype: str) -> np.ndarray:
         if values.dtype.kind == "f" or np.iinfo(values.dtype).min < info.min or np.iinfo(values.dtype).max > info.max:
             values = np.clip(values, info.min, info.max)
     return values.astype(target)
+
+
+def read_mapped_band(
+    spec: MosaicSpec, grid: MosaicGrid, band: Band, asset: dict, window: Window, path: str | None = None
+) -> np.ndarray | None:
+    """(rows, cols) of the mosaic ``window``: ``band`` of ``asset`` picked nearest through a pick map
+    (``_pick_map``), the spec's nodata outside the file and where it says no data; None with overviews
+    allowed or for an asset without its grid."""
+    if spec.use_overviews or MISSING in asset or not {"crs", "transform", "shape"} <= set(asset):
+        return None
+    transform = tuple(float(v) for v in asset["transform"][:6])
+    picks = _pick_map(
+        str(asset["crs"]),
+        transform,
+        tuple(int(v) for v in asset["shape"][:2]),
+        grid.geobox.crs.to_wkt(),
+        tuple(grid.geobox.transform)[:6],
+        (int(window.row_off), int(window.col_off), int(window.height), int(window.width)),
+    )
+    if picks is None:
+        return np.full((int(window.height), int(window.width)), spec.nodata_value, dtype=spec.dtype)
+    source_window, index = picks
+    declared = BandMetadata.from_json(asset.get("bands", {}).get(str(band.index), {})).nodata
+    with rasterio.open(path or asset["href"], OVERVIEW_LEVEL="NONE") as src:
+        data = src.read(band.index, window=source_window)
+        empty = _no_data(src, band.index, data, source_window)
+    if declared is not None and not math.isnan(declared):
+        empty |= data == declared
+    part = _in_dtype(data, spec.dtype)
+    part[empty] = spec.nodata_value
+    flat = np.append(part.ravel(), np.array(spec.nodata_value, dtype=spec.dtype))  # -1 picks the nodata
+    return flat[index]
+
+
+@functools.lru_cache(maxsize=8)
+def _pick_map(
+    asset_crs: str,
+    asset_transform: tuple[float, ...],
+    asset_shape: tuple[int, int],
+    mosaic_crs: str,
+    mosaic_transform: tuple[float, ...],
+    window: tuple[int, int, int, int],
+) -> tuple[Window, np.ndarray] | None:
+    """(the asset's window, for each mosaic pixel of ``window`` (row, col, height, width) the flat index
+    into that window of the asset pixel GDAL's nearest warp picks, -1 for none); None when the window
+    does not reach the asset. Warped as an index raster, so the picks are GDAL's own (its approximate
+    transformer, as the GTI's warp of the tile)."""
+    row, col, height, width = window
+    dst = Affine(*mosaic_transform) * Affine.translation(col, row)
+    bounds = rasterio.warp.transform_bounds(
+        mosaic_crs, asset_crs, dst.c, dst.f + dst.e * height, dst.c + dst.a * width, dst.f, densify_pts=21
+    )
+    src = Affine(*asset_transform)
+    (c0, r0), (c1, r1) = ~src * (bounds[0], bounds[3]), ~src * (bounds[2], bounds[1])
+    x0, y0 = max(0, math.floor(min(c0, c1)) - 2), max(0, math.floor(min(r0, r1)) - 2)
+    x1, y1 = min(asset_shape[1], math.ceil(max(c0, c1)) + 2), min(asset_shape[0], math.ceil(max(r0, r1)) + 2)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    source_window = Window(x0, y0, x1 - x0, y1 - y0)
+    ids = np.arange((y1 - y0) * (x1 - x0), dtype=np.int32).reshape(y1 - y0, x1 - x0)
+    index = np.full((height, width), -1, dtype=np.int32)
+    rasterio.warp.reproject(
+        ids,
+        index,
+        src_transform=src * Affine.translation(x0, y0),
+        src_crs=asset_crs,
+        src_nodata=-1,
+        dst_transform=dst,
+        dst_crs=mosaic_crs,
+        dst_nodata=-1,
+        resampling=rasterio.warp.Resampling.nearest,
+    )
+    index[index < 0] = ids.size  # the nodata entry read_mapped_band appends
+    return source_window, index
