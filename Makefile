@@ -4,7 +4,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.local/dagster_home
 export MOSAIC_STAC_API_URL ?= http://127.0.0.1:8082
 PY := .venv/bin/python
 
-.PHONY: setup stac-start stac-stop demo test lint dev clean bench
+.PHONY: setup stac-start stac-stop demo test lint dev clean bench bench-cases
 
 setup:
 	@scripts/setup.sh
@@ -48,3 +48,11 @@ bench: setup
 	  scripts/stac_server.sh start
 	$(PY) -m benchmarks.run --size $(BENCH_SIZE) --api http://127.0.0.1:$(BENCH_STAC_PORT) \
 	  --postgres "host=127.0.0.1 port=$(BENCH_STAC_PG_PORT) user=postgres password=$${STAC_PG_PASSWORD:-stac}"
+	$(MAKE) bench-cases
+
+# The composites (masked median against odc-stac) and cube (against its sources alone) benchmarks: no STAC
+# API, ~8 and ~5 min; 2 GB per writer, as every round of the composites figures (benchmarks/README.md).
+bench-cases: setup
+	$(PY) -m pip install --quiet -r requirements/bench.txt
+	MOSAIC_WORKER_MEMORY_GB=$${MOSAIC_WORKER_MEMORY_GB:-4} $(PY) -m benchmarks.composites
+	$(PY) -m benchmarks.cube
