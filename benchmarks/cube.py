@@ -59,12 +59,12 @@ from benchmarks.composites import (
     scene_items,
     scenes_folder,
 )
-from benchmarks.mixed_resolution import machine, wait_quiet
+from benchmarks.mixed_resolution import _write_cog, machine, wait_quiet
 
 REPO = Path(__file__).resolve().parents[1]
 ROOT = REPO / ".local" / "bench-cube"
 RESULTS = Path(__file__).resolve().parent / "results" / "cube.json"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: the files have overviews (mixed_resolution._write_cog)
 COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 LANDSAT_BANDS = {"red": "SR_B4", "nir08": "SR_B5", "swir16": "SR_B6"}
 DEM_NODATA = -32767.0
@@ -74,21 +74,6 @@ TARGET = 1.1  # cube / sum of the sources alone
 
 
 # ------------------------------------------------------------------------------------------------ data
-
-
-def _write_cog(path: Path, data: np.ndarray, crs: str, transform, nodata: float) -> None:
-    import rasterio
-    import rasterio.shutil
-    from rasterio.io import MemoryFile
-
-    profile = {"driver": "GTiff", "width": data.shape[1], "height": data.shape[0], "count": 1}
-    profile |= {"dtype": str(data.dtype), "crs": crs, "transform": transform, "nodata": nodata}
-    predictor = 3 if data.dtype.kind == "f" else 2
-    with rasterio.Env(GDAL_CACHEMAX=256), MemoryFile() as mem:
-        with mem.open(**profile) as tmp:
-            tmp.write(data, 1)
-        with mem.open() as src:
-            rasterio.shutil.copy(src, str(path), driver="COG", COMPRESS="DEFLATE", PREDICTOR=predictor, BLOCKSIZE=512)
 
 
 def _footprint(bounds: tuple[float, float, float, float], crs: str) -> dict:
@@ -121,7 +106,7 @@ def _landsat_items(folder: Path, bbox32: list[float]) -> list[dict]:
             data = np.clip(dn, 1, 65535).astype(np.uint16)
             data[:, : int(west * cols)] = 0
             path = folder / f"{item_id}_{file_band}.TIF"
-            _write_cog(path, data, "EPSG:32633", transform, 0)
+            _write_cog(path, data, 32633, transform, "average")
             assets[key] = {
                 "href": str(path.resolve()),
                 "type": COG_TYPE,
@@ -166,7 +151,7 @@ def _dem_items(folder: Path, bbox32: list[float]) -> list[dict]:
     rng = np.random.default_rng(4402)
     heights = (1400 + 450 * _field(rng, max(rows, cols))[:rows, :cols]).astype(np.float32)
     path = folder / "Copernicus_DSM_COG_10_N47_00_E011_00_DEM.tif"
-    _write_cog(path, heights, "EPSG:4326", transform, DEM_NODATA)
+    _write_cog(path, heights, 4326, transform, "average", DEM_NODATA)
     t = transform
     return [
         {

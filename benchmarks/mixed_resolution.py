@@ -197,7 +197,7 @@ def _scene_classes(rng: np.random.Generator, fields: dict, size: int) -> np.ndar
     return scl
 
 
-def _write_cog(path: Path, data: np.ndarray, epsg: int, transform, overview_resampling: str) -> None:
+def _write_cog(path: Path, data: np.ndarray, epsg: int, transform, overview_resampling: str, nodata: float = 0) -> None:
     import rasterio
     import rasterio.shutil
     from rasterio.io import MemoryFile
@@ -210,7 +210,7 @@ def _write_cog(path: Path, data: np.ndarray, epsg: int, transform, overview_resa
         dtype=str(data.dtype),
         crs=f"EPSG:{epsg}",
         transform=transform,
-        nodata=0,
+        nodata=nodata,
     )
     with rasterio.Env(GDAL_CACHEMAX=256), MemoryFile() as mem:
         with mem.open(**profile) as tmp:
@@ -221,7 +221,7 @@ def _write_cog(path: Path, data: np.ndarray, epsg: int, transform, overview_resa
                 str(path),
                 driver="COG",
                 COMPRESS="DEFLATE",
-                PREDICTOR=2,
+                PREDICTOR=3 if data.dtype.kind == "f" else 2,
                 BLOCKSIZE=512,
                 OVERVIEWS="AUTO",
                 OVERVIEW_RESAMPLING=overview_resampling,

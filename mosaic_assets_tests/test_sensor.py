@@ -21,7 +21,7 @@ from mosaic_assets.engine.grid import MosaicGrid
 from mosaic_assets.engine.spec import parse_specs
 from mosaic_assets.engine.stac_feed import FeedPosition, poll
 
-from .conftest import REPO, _stac_env, reset_collection, spec_document
+from .conftest import REPO, _stac_env, reset_collection, run_sensor_request, spec_document
 
 pytestmark = pytest.mark.incremental
 COLLECTION = "incr-scenes"
@@ -162,26 +162,11 @@ def test_stac_api_down_skips_keeps_cursor_and_catches_up(incr) -> None:
 
 
 def _materialize_requests(result: dg.SensorResult, assets: list, resources: dict, instance) -> int:
-    """Run what the sensor asked for, asset by asset in graph order, one partition per run (what a
-    backfill of its request does); returns how many chunk partitions ran."""
-    (request,) = result.run_requests
-    subset = request.asset_graph_subset
-    ran = 0
-    for name in ("scene_catalog", "gti_index", "zarr_template", "mosaic_chunks"):
-        key = dg.AssetKey(["testmosaic", name])
-        if key in subset.non_partitioned_asset_keys:
-            partitions = [None]
-        elif key in subset.partitions_subsets_by_asset_key:
-            partitions = sorted(subset.partitions_subsets_by_asset_key[key].get_partition_keys())
-        else:
-            continue
-        for partition in partitions:
-            outcome = dg.materialize(
-                assets, selection=[key], partition_key=partition, instance=instance, resources=resources
-            )
-            assert outcome.success, (name, partition)
-            ran += name == "mosaic_chunks"
-    return ran
+    """Run what the sensor asked for (``conftest.run_sensor_request``); returns how many chunk
+    partitions ran."""
+    keys = [dg.AssetKey(["testmosaic", n]) for n in ("scene_catalog", "gti_index", "zarr_template", "mosaic_chunks")]
+    ran = run_sensor_request(result, keys, assets, resources, instance)
+    return len(ran.get(keys[-1], []))
 
 
 def test_scenes_arriving_one_by_one_through_the_sensor_give_the_bytes_of_all_at_once(
