@@ -37,7 +37,7 @@ import dagster as dg
 import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
 
-from mosaic_assets.engine.capacity import CPUS_ENV, available_cpus
+from mosaic_assets.engine.capacity import cpu_share, use_cpu_share
 
 if TYPE_CHECKING:
     from mosaic_assets.defs.mosaic import MosaicAssets, MosaicPartitions  # noqa: F401
@@ -271,15 +271,9 @@ def _warm_worker(cpus: int | None = None) -> None:
     chunk phase on the quick benchmark, when they waited for the first batch). ``cpus``: this worker's
     share of the machine for its chunk steps' writer processes (``MOSAIC_WORKER_CPUS``), so ranged
     runs side by side never start more writers than there are CPUs."""
-    if cpus is not None:
-        os.environ[CPUS_ENV] = str(cpus)
+    use_cpu_share(cpus)
     load_defs()
     _instance()
-
-
-def cpu_share(workers: int) -> int | None:
-    """CPUs per build worker for its steps' writers; None when the operator set MOSAIC_WORKER_CPUS."""
-    return None if os.environ.get(CPUS_ENV) else max(1, available_cpus() // max(1, workers))
 
 
 def build(workers: int) -> list[dict]:

@@ -230,7 +230,7 @@ def test_worker_cpus_from_the_environment_or_the_cgroup(tmp_path: Path, monkeypa
 
 
 def test_build_shares_the_cpus_between_its_workers(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mosaic_assets.run import cpu_share
+    from mosaic_assets.engine.capacity import cpu_share
 
     monkeypatch.delenv("MOSAIC_WORKER_CPUS", raising=False)
     cpus = available_cpus()

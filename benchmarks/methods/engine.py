@@ -8,12 +8,14 @@ serves neighbouring blocks, as in a ranged run). The difference between the two 
 
 from __future__ import annotations
 
+import functools
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
 from mosaic_assets.engine.build_order import batch_size
+from mosaic_assets.engine.capacity import cpu_share, use_cpu_share
 from mosaic_assets.engine.keys import BlockIndex
 from mosaic_assets.engine.store import ensure_template
 from mosaic_assets.engine.workers import worker_pool
@@ -68,7 +70,9 @@ def write_all(job: Job, store: str, pool: ProcessPoolExecutor) -> list[dict]:
 
 def run(job: Job, context: None = None) -> dict:
     started = time.time()
-    with worker_pool(job.workers) as pool:  # first, while this process has one thread (it may fork)
+    # each worker's CPU share for GDAL's threads, as run build gives its workers (capacity.cpu_share)
+    share = functools.partial(use_cpu_share, cpu_share(job.workers))
+    with worker_pool(job.workers, initializer=share) as pool:  # first, while this process has one thread (it may fork)
         results = write_all(job, str(Path(job.out) / STORE), pool)
     return {
         "partitions": len(results),

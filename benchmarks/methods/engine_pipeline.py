@@ -17,6 +17,7 @@ import geopandas as gpd
 
 from mosaic_assets.engine.audit import chunk_audit, coverage_audit
 from mosaic_assets.engine.build_order import BuildPieces, run_in_order
+from mosaic_assets.engine.capacity import cpu_share, use_cpu_share
 from mosaic_assets.engine.catalog import discover_time_steps, load_scene_table, open_client
 from mosaic_assets.engine.keys import BlockIndex
 from mosaic_assets.engine.preview import preview_markdown, write_preview
@@ -81,7 +82,10 @@ def run(job: Job, context: None = None) -> dict:
     data_root = str(Path(job.out) / "data")
     prepared = replace(job, data_root=data_root)
     store = layout_of(job.spec, data_root).store
-    with worker_pool(job.workers) as pool:  # first, as build does: forked before zarr or GDAL start threads
+    # each worker's CPU share for GDAL's threads, as run build gives its workers (capacity.cpu_share)
+    share = functools.partial(use_cpu_share, cpu_share(job.workers))
+    # first, as build does: forked before zarr or GDAL start threads
+    with worker_pool(job.workers, initializer=share) as pool:
         steps = sorted(discover_time_steps(spec_of(job.spec), open_client(job.api)))
         pieces = BuildPieces(
             catalog=partial(_prepare_step, job.spec, data_root),

@@ -29,6 +29,19 @@ def worker_cpus() -> int:
     return value
 
 
+def cpu_share(workers: int) -> int | None:
+    """CPUs each of ``workers`` processes side by side may give its writers (``run build``'s workers, each
+    running ranged runs), so together they never start more writers than there are CPUs; None when the
+    operator set MOSAIC_WORKER_CPUS."""
+    return None if os.environ.get(CPUS_ENV) else max(1, available_cpus() // max(1, workers))
+
+
+def use_cpu_share(cpus: int | None) -> None:
+    """Pool initializer: this worker's share (``cpu_share``) as its MOSAIC_WORKER_CPUS, when there is one."""
+    if cpus is not None:
+        os.environ[CPUS_ENV] = str(cpus)
+
+
 def available_cpus(cgroup: Path = CGROUP) -> int:
     """CPUs of the affinity mask, capped by the cgroup CPU quota (rounded down, at least 1)."""
     try:
