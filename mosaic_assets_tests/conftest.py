@@ -249,3 +249,17 @@ def run_sensor_request(result, keys: list, assets: list, resources: dict, instan
             assert outcome.success, (key, partition)
         ran[key] = partitions
     return ran
+
+
+def evaluate_sensor(defs, instance, name: str, cursor: str | None):
+    """One tick of sensor ``name`` on ``instance`` from ``cursor``, its dynamic partitions added as the
+    daemon adds them; returns the tick's result (a SensorResult or a SkipReason)."""
+    import dagster as dg
+
+    sensor = defs.get_sensor_def(name)
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources)
+    result = sensor(context)
+    if isinstance(result, dg.SensorResult):
+        for request in result.dynamic_partitions_requests or []:
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return result

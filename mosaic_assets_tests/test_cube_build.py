@@ -30,7 +30,7 @@ from mosaic_assets.engine.spec import CubeSpec, parse_specs
 
 from .catalog_fixtures import CatalogFixture, load_fixture, make_fixture
 from .composite_reference import composite_reference, reference_stack, usable_pixels
-from .conftest import dagster_env, reset_collection, run_build, run_sensor_request
+from .conftest import dagster_env, evaluate_sensor, reset_collection, run_build, run_sensor_request
 from .pixels import assert_matches_gdal_warp
 
 SCL_EXCLUDE = [0, 1, 3, 8, 9, 10]
@@ -201,13 +201,7 @@ def test_three_sources_build_one_store_each_equal_to_its_reference(
 
 
 def _evaluate(defs: dg.Definitions, instance: dg.DagsterInstance, name: str, cursor: str | None):
-    sensor = defs.get_sensor_def(name)
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources)
-    result = sensor(context)
-    if isinstance(result, dg.SensorResult):
-        for request in result.dynamic_partitions_requests or []:
-            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    return result
+    return evaluate_sensor(defs, instance, name, cursor)
 
 
 def _run_request(result: dg.SensorResult, defs: dg.Definitions, instance, source: str) -> dict[str, list]:

@@ -21,7 +21,7 @@ from mosaic_assets.engine.grid import MosaicGrid
 from mosaic_assets.engine.spec import parse_specs
 from mosaic_assets.engine.stac_feed import FeedPosition, poll
 
-from .conftest import REPO, _stac_env, reset_collection, run_sensor_request, spec_document
+from .conftest import REPO, _stac_env, evaluate_sensor, reset_collection, run_sensor_request, spec_document
 
 pytestmark = pytest.mark.incremental
 COLLECTION = "incr-scenes"
@@ -58,13 +58,7 @@ def incr(stac_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def _evaluate(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None):
-    sensor = defs.get_sensor_def("testmosaic_stac_sensor")
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources)
-    result = sensor(context)
-    if isinstance(result, dg.SensorResult):
-        for request in result.dynamic_partitions_requests or []:
-            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    return result
+    return evaluate_sensor(defs, instance, "testmosaic_stac_sensor", cursor)
 
 
 def _requested_chunks(result: dg.SensorResult) -> set[str]:
