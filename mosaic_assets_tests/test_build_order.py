@@ -108,7 +108,8 @@ def test_a_failed_catalog_stops_before_the_template() -> None:
 
 def test_pool_forks_only_while_single_threaded(tmp_path: Path) -> None:
     """What ``build`` does before its pool (Dagster, the definitions, the instance) leaves the process
-    single-threaded, so its workers fork; a second Python thread makes the pool spawn instead."""
+    single-threaded, so its workers fork; a second Python thread (a Dagster step has two) makes the
+    pool fork its workers from a fork server instead."""
     shutil.copy(REPO / "dagster.yaml", tmp_path / "dagster.yaml")
     code = (
         "import dagster as dg\n"
@@ -126,7 +127,29 @@ def test_pool_forks_only_while_single_threaded(tmp_path: Path) -> None:
     other = threading.Thread(target=stop.wait)
     other.start()
     try:
-        assert start_method() == "spawn"  # a forked child would inherit locks held by that thread
+        assert start_method() == "forkserver"  # a forked child would inherit locks held by that thread
+    finally:
+        stop.set()
+        other.join()
+
+
+def test_a_threaded_process_forks_its_workers_from_a_server_with_its_current_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fork server keeps the environment it started with; each pool's workers take the parent's
+    environment as it is when that pool is made (a step's MOSAIC_WORKER_* or GDAL settings)."""
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        seen = []
+        for value in ("first", "second"):
+            monkeypatch.setenv("MOSAIC_TEST_POOL_VALUE", value)
+            with worker_pool(2) as pool:
+                parents = {pool.submit(os.getppid).result() for _ in range(2)}
+                seen.append(pool.submit(os.getenv, "MOSAIC_TEST_POOL_VALUE").result())
+            assert os.getpid() not in parents  # forked by the server, not by this process
+        assert seen == ["first", "second"]
     finally:
         stop.set()
         other.join()
