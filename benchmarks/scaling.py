@@ -48,6 +48,8 @@ def child(job_path: str, cpus: int) -> dict:
     grid = MosaicGrid.from_spec(spec)
     files = GtiFiles.for_step(Path(job["gti"]), STEP)
     shutil.rmtree(job["store"], ignore_errors=True)
+    # the template opens the store, and zarr starts its I/O thread: this process then runs threads, as a
+    # Dagster step does, so its writers come from a fork server, as a step's do (engine.workers)
     ensure_template(spec, grid, job["store"], 1)
     tasks = [BlockTask(b.key, files, 0, b) for b in grid.blocks()]
     with Section() as section:

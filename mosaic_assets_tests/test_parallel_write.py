@@ -155,7 +155,7 @@ def test_a_worker_killed_mid_write_then_a_rerun_gives_the_same_bytes(scenes: lis
     deadline = time.monotonic() + 60
     while victim is None and time.monotonic() < deadline and proc.poll() is None:
         children = [c for c in _children(proc.pid) if "resource_tracker" not in _cmdline(c)]  # workers only
-        if len(children) >= 2 and _any_chunk(setup.store):  # both workers up, the first chunk written
+        if children and _any_chunk(setup.store):  # the worker up (the step writes too), a first chunk written
             victim = children[-1]
             os.kill(victim, signal.SIGKILL)
         time.sleep(0.02)

@@ -9,14 +9,22 @@ limited to 2 CPUs on a 64-core node must not start 64 workers.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 CPUS_ENV = "MOSAIC_WORKER_CPUS"
 CGROUP = Path("/sys/fs/cgroup")
+_THIS_THREAD: ContextVar[int | None] = ContextVar("mosaic_writer_cpus", default=None)
 
 
 def worker_cpus() -> int:
-    """Worker processes a chunk-writer step runs: ``MOSAIC_WORKER_CPUS``, else :func:`available_cpus`."""
+    """Worker processes a chunk-writer step runs: this thread's share (``cpus_in_this_thread``), else
+    ``MOSAIC_WORKER_CPUS``, else :func:`available_cpus`."""
+    share = _THIS_THREAD.get()
+    if share is not None:
+        return share
     raw = os.environ.get(CPUS_ENV, "")
     if not raw:
         return available_cpus()
@@ -27,6 +35,18 @@ def worker_cpus() -> int:
     if value < 1:
         raise ValueError(f"{CPUS_ENV}={raw!r} must be >= 1")
     return value
+
+
+@contextmanager
+def cpus_in_this_thread(cpus: int) -> Iterator[None]:
+    """``worker_cpus()`` is ``cpus`` in this thread within the block: a step's own process writing
+    beside its worker processes (``parallel_write``) takes one writer's share, without changing the
+    environment its other threads read."""
+    token = _THIS_THREAD.set(cpus)
+    try:
+        yield
+    finally:
+        _THIS_THREAD.reset(token)
 
 
 def cpu_share(workers: int) -> int | None:

@@ -7,6 +7,9 @@ for the block cache) so a pod's memory request and its GDAL caches cannot disagr
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import rasterio
 
@@ -17,10 +20,15 @@ from .spec import StacSource
 MEMORY_ENV = "MOSAIC_WORKER_MEMORY_GB"
 OPERATOR_OVERRIDES = ("GDAL_HTTP_MAX_RETRY", "GDAL_HTTP_RETRY_DELAY", "GDAL_HTTP_TIMEOUT", "GDAL_HTTP_CONNECTTIMEOUT")
 DEFAULT_MEMORY_GB = 2.0
+_THIS_THREAD: ContextVar[float | None] = ContextVar("mosaic_writer_memory_gb", default=None)
 
 
 def worker_memory_gb() -> float:
-    """Memory the writer may use: from MOSAIC_WORKER_MEMORY_GB (set from the pod's limit on Kubernetes)."""
+    """Memory the writer may use: this thread's share (``memory_in_this_thread``), else
+    MOSAIC_WORKER_MEMORY_GB (set from the pod's limit on Kubernetes)."""
+    share = _THIS_THREAD.get()
+    if share is not None:
+        return share
     raw = os.environ.get(MEMORY_ENV, "")
     try:
         value = float(raw) if raw else DEFAULT_MEMORY_GB
@@ -29,6 +37,17 @@ def worker_memory_gb() -> float:
     if value <= 0:
         raise ValueError(f"{MEMORY_ENV}={raw!r} must be > 0")
     return value
+
+
+@contextmanager
+def memory_in_this_thread(memory_gb: float) -> Iterator[None]:
+    """``worker_memory_gb()`` is ``memory_gb`` in this thread within the block (see
+    ``capacity.cpus_in_this_thread``): GDAL's caches sized from one writer's share of the step."""
+    token = _THIS_THREAD.set(memory_gb)
+    try:
+        yield
+    finally:
+        _THIS_THREAD.reset(token)
 
 
 def worker_config(memory_gb: float, debug: bool = False, threads: int | None = None) -> dict[str, str]:
