@@ -252,7 +252,7 @@ def test_chunk_writer_step_job_spec(k8s_instance: dg.DagsterInstance) -> None:
     _check_resources(container.resources)
     assert container.resources.requests == container.resources.limits == writer_resources()["limits"]
     _check_secrets_by_reference(body, container)
-    # one writer process per CPU of the limit, each with GDAL caches worker_config derives from its
+    # one writer per CPU of the limit (the step and its workers), each with GDAL caches worker_config derives from its
     # share of the pod's memory limit: together they stay inside the limit
     env = {e.name: e.value for e in container.env}
     limit_gib = _bytes(container.resources.limits["memory"]) / 2**30

@@ -257,7 +257,7 @@ def build_source_assets(mosaic: MosaicAssets, group: str) -> list[dg.AssetsDefin
     def mosaic_chunks(context: dg.AssetExecutionContext, data_root: DataRootResource):
         """Time step x block of whole chunks, read from the GTI and written into its region.
 
-        A ranged run (a backfill batch) writes its partitions concurrently, one worker process per CPU
+        A ranged run (a backfill batch) writes its partitions concurrently, one writer per CPU
         the step may use (``MOSAIC_WORKER_CPUS``, the pod's limit on Kubernetes). Every partition is
         attempted; the step then fails naming each one that could not be written."""
         layout = data_root.layout(spec)

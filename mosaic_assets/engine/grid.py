@@ -100,6 +100,11 @@ class MosaicGrid:
         """The geobox of a block's pixel window (a whole block's equals ``block_geobox``; a piece's is its own)."""
         return self.geobox[block.rows, block.cols]
 
+    def chunks_in(self, block: Block) -> int:
+        """Chunks the block covers (edge chunks count whole)."""
+        cy, cx = self.chunk_shape
+        return -(-(block.rows.stop - block.rows.start) // cy) * -(-(block.cols.stop - block.cols.start) // cx)
+
     def pieces(self, block: Block, max_chunks: int) -> list[Block]:
         """Chunk-aligned pieces of ``block`` of at most ``max_chunks`` chunks each, in row-major order, with
         the block's index: whole rows of chunks when one fits, else runs of chunks along a row. What a

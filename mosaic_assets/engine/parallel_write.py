@@ -225,7 +225,7 @@ def _worth_a_pool(spec: MosaicSpec, grid: MosaicGrid, pieces: list[BlockTask]) -
     if start_method() == "fork":
         return True
     least = int(os.environ.get(POOL_MIN_BYTES_ENV) or POOL_MIN_BYTES)
-    return sum(_chunks(grid, p.block) for p in pieces) * spec.chunk_bytes >= least
+    return sum(grid.chunks_in(p.block) for p in pieces) * spec.chunk_bytes >= least
 
 
 def pieces_of(
@@ -241,7 +241,7 @@ def pieces_of(
     default) are never cut."""
     most = max(1, piece_bytes // spec.chunk_bytes)
     if 0 < len(tasks) < cpus:
-        largest = max(_chunks(grid, t.block) for t in tasks)
+        largest = max(grid.chunks_in(t.block) for t in tasks)
         least = max(1, piece_bytes // 4 // spec.chunk_bytes)
         most = min(most, max(least, -(-largest * len(tasks) // cpus)))
     return [
@@ -249,11 +249,6 @@ def pieces_of(
         for task in tasks
         for piece in grid.pieces(task.block, most)
     ]
-
-
-def _chunks(grid: MosaicGrid, block: Block) -> int:
-    cy, cx = grid.chunk_shape
-    return -(-(block.rows.stop - block.rows.start) // cy) * -(-(block.cols.stop - block.cols.start) // cx)
 
 
 def _combined(key: str, outcomes: list[BlockOutcome]) -> BlockOutcome:
