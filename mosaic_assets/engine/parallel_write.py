@@ -158,7 +158,11 @@ def _feed_pool(
         pool = pool or worker_pool(workers, _setup_for(share))
         while True:
             while not broken and len(in_flight) < workers and (taken := queue.take()) is not None:
-                in_flight[pool.submit(write_run, spec, grid, store, queue.runs[taken])] = taken
+                try:
+                    in_flight[pool.submit(write_run, spec, grid, store, queue.runs[taken])] = taken
+                except BrokenProcessPool as exc:  # a worker died between two runs: this run never started
+                    broken = True
+                    queue.finish(taken, _failed(queue.runs[taken], f"its worker process died: {exc}", "", True))
             if not in_flight:
                 return
             finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
