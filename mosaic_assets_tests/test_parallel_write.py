@@ -18,7 +18,7 @@ import pytest
 from mosaic_assets.demo.scenes import SceneSetConfig, generate_scenes, scene_item
 from mosaic_assets.engine.capacity import available_cpus, cgroup_cpu_quota, worker_cpus
 from mosaic_assets.engine.keys import BlockIndex
-from mosaic_assets.engine.parallel_write import BlockTask, write_blocks
+from mosaic_assets.engine.parallel_write import BlockTask, runs_of, write_blocks
 from mosaic_assets.engine.planner import blocks_with_scenes
 from mosaic_assets.engine.spec import MosaicSpec, parse_specs
 
@@ -237,3 +237,13 @@ def test_build_shares_the_cpus_between_its_workers(monkeypatch: pytest.MonkeyPat
     assert cpu_share(1) == cpus and cpu_share(cpus) == 1 and cpu_share(4 * cpus) == 1
     monkeypatch.setenv("MOSAIC_WORKER_CPUS", "2")
     assert cpu_share(2) is None  # the operator's setting stands
+
+
+@pytest.mark.parametrize(("pieces", "workers"), [(12, 2), (67, 2), (3, 2), (40, 16), (1, 3)])
+def test_runs_cover_every_piece_once_in_order_and_shrink(pieces: int, workers: int) -> None:
+    """Runs of neighbours (parallel_write.runs_of): every piece once, in the order given, the runs never
+    growing, and at least as many runs as writers when there are that many pieces (none idles)."""
+    runs = runs_of(list(range(pieces)), workers)
+    assert [p for run in runs for p in run] == list(range(pieces))
+    assert all(len(a) >= len(b) for a, b in zip(runs, runs[1:]))
+    assert len(runs) >= min(pieces, workers)

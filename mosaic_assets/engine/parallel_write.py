@@ -222,7 +222,7 @@ POOL_MIN_BYTES = 64 * 1024**2  # below this much output a fork server costs more
 
 def _worth_a_pool(spec: MosaicSpec, grid: MosaicGrid, pieces: list[BlockTask]) -> bool:
     """A forked pool costs next to nothing. A process that runs threads, as a Dagster step does, starts
-    a fork server instead (``workers``), once per process: ~2 CPU s for its imports, while this process
+    a fork server instead (``engine.workers``), once per process: ~2 CPU s for its imports, while this process
     already writes. Measured on 12 one-chunk partitions (96 MiB) 20 scenes deep: 2 writers 1.7x faster
     than one. Less output than ``MOSAIC_WORKER_POOL_MIN_BYTES`` (64 MiB; a few small demo partitions)
     is written in this process alone."""
