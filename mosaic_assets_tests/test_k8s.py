@@ -45,6 +45,7 @@ from mosaic_assets.defs.execution import (
 )
 from mosaic_assets.engine.capacity import CPUS_ENV
 from mosaic_assets.engine.gdal_env import MEMORY_ENV, worker_config
+from mosaic_assets.engine.parallel_write import WRITERS_ENV
 
 from .conftest import TEST_PG_PORT
 
@@ -252,16 +253,17 @@ def test_chunk_writer_step_job_spec(k8s_instance: dg.DagsterInstance) -> None:
     _check_resources(container.resources)
     assert container.resources.requests == container.resources.limits == writer_resources()["limits"]
     _check_secrets_by_reference(body, container)
-    # one writer per CPU of the limit (the step and its workers), each with GDAL caches worker_config derives from its
-    # share of the pod's memory limit: together they stay inside the limit
+    # one writer thread per CPU of the limit, sharing the GDAL caches worker_config derives from the pod's memory
+    # limit: they stay inside the limit
     env = {e.name: e.value for e in container.env}
     limit_gib = _bytes(container.resources.limits["memory"]) / 2**30
     cpus = int(container.resources.limits["cpu"])
     assert float(env[MEMORY_ENV]) == limit_gib == WRITER_MEMORY_GB
     assert int(env[CPUS_ENV]) == cpus
-    for name, value in worker_config(limit_gib / cpus, threads=1).items():  # what each writer process uses
+    assert env[WRITERS_ENV] == "threads"
+    for name, value in worker_config(limit_gib, threads=1).items():  # what the writers' process uses
         assert env[name] == value, name
-    assert cpus * (int(env["GDAL_CACHEMAX"]) + int(env["CPL_VSIL_CURL_CACHE_SIZE"])) < limit_gib * 2**30
+    assert int(env["GDAL_CACHEMAX"]) + int(env["CPL_VSIL_CURL_CACHE_SIZE"]) < limit_gib * 2**30
     names = [e.name for e in container.env]
     assert len(names) == len(set(names)), "an env var set twice: Kubernetes keeps the last, silently"
 

@@ -1,6 +1,6 @@
-"""Blocks written on several worker processes (``engine.parallel_write``): the same bytes as one process,
-a failing block fails alone and names its scene, a killed worker loses nothing a rerun does not restore;
-and the CPU count the writers take (``engine.capacity``)."""
+"""Blocks written by several writers (``engine.parallel_write``), threads and processes alike: the same
+bytes as one writer, a failing block fails alone and names its scene, a killed worker (or a killed step
+process) loses nothing a rerun does not restore; and the CPU count the writers take (``engine.capacity``)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,13 @@ def pool_for_small_work(monkeypatch: pytest.MonkeyPatch) -> None:
     """These blocks are small: a spawned pool would not be worth it (parallel_write._worth_a_pool), and
     the tests are about the pool."""
     monkeypatch.setenv("MOSAIC_WORKER_POOL_MIN_BYTES", "0")
+
+
+@pytest.fixture(params=["threads", "processes"])
+def writers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test of several writers runs with both kinds (``MOSAIC_WRITERS``)."""
+    monkeypatch.setenv("MOSAIC_WRITERS", request.param)
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +79,7 @@ def serial(scenes: list, tmp_path_factory: pytest.TempPathFactory) -> tuple[Engi
     return setup, hashes
 
 
-def test_two_workers_write_the_bytes_of_one(scenes: list, serial, tmp_path: Path) -> None:
+def test_two_workers_write_the_bytes_of_one(scenes: list, serial, writers: str, tmp_path: Path) -> None:
     setup = _setup(scenes, tmp_path)
     outcomes = write_blocks(setup.spec, setup.grid, setup.store, _tasks(setup), cpus=2)
     assert [o.key for o in outcomes] == [t.key for t in _tasks(setup)]  # in the order given
@@ -80,7 +87,9 @@ def test_two_workers_write_the_bytes_of_one(scenes: list, serial, tmp_path: Path
     assert chunk_hashes(setup.store) == serial[1]
 
 
-def test_one_large_partition_is_written_in_pieces_by_every_worker(scenes: list, serial, tmp_path: Path) -> None:
+def test_one_large_partition_is_written_in_pieces_by_every_worker(
+    scenes: list, serial, writers: str, tmp_path: Path
+) -> None:
     """A partition of the whole grid (one block): cut into chunk-aligned pieces for two workers, the
     store's bytes equal the serial build's of small partitions, and its result counts every pixel."""
     from mosaic_assets.engine.grid import MosaicGrid
@@ -100,7 +109,7 @@ def test_one_large_partition_is_written_in_pieces_by_every_worker(scenes: list, 
     assert chunk_hashes(setup.store) == serial[1]
 
 
-def test_a_failing_block_fails_alone_naming_its_scene(serial, tmp_path: Path) -> None:
+def test_a_failing_block_fails_alone_naming_its_scene(serial, writers: str, tmp_path: Path) -> None:
     """One scene's file truncated: exactly the blocks it touches fail, each naming its item and href and
     writing nothing; every other block is written, byte for byte as in the serial build."""
     own = generate_scenes(tmp_path / "scenes", SCENES)  # the same scenes (same seed), this test's to break
@@ -148,8 +157,9 @@ def _setup_from(folder: str) -> EngineSetup:
 
 def test_a_worker_killed_mid_write_then_a_rerun_gives_the_same_bytes(scenes: list, serial, tmp_path: Path) -> None:
     setup = _setup(scenes, tmp_path)
+    env = {**os.environ, "MOSAIC_WRITERS": "processes"}
     proc = subprocess.Popen(
-        [sys.executable, "-c", KILL_SCRIPT, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", KILL_SCRIPT, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True, env=env
     )
     victim = None
     deadline = time.monotonic() + 60
@@ -164,6 +174,28 @@ def test_a_worker_killed_mid_write_then_a_rerun_gives_the_same_bytes(scenes: lis
     outcomes = json.loads(out.strip().splitlines()[-1])
     died = [key for key, error in outcomes if error and "worker process died" in error]
     assert died, outcomes
+    assert chunk_hashes(setup.store) != serial[1], "the kill must have left blocks unwritten"
+
+    rerun = write_blocks(setup.spec, setup.grid, setup.store, _tasks(setup), cpus=2)
+    assert all(o.error is None for o in rerun)
+    assert chunk_hashes(setup.store) == serial[1]
+
+
+def test_a_step_killed_while_its_writer_threads_write_then_a_rerun_gives_the_same_bytes(
+    scenes: list, serial, tmp_path: Path
+) -> None:
+    """Threads die with their process (a pod's OOM kill, a node lost): the step process SIGKILLed once
+    a first chunk is written, then a rerun: the store equals the serial build's."""
+    setup = _setup(scenes, tmp_path)
+    env = {**os.environ, "MOSAIC_WRITERS": "threads"}
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(tmp_path)], cwd=REPO, env=env)
+    deadline = time.monotonic() + 60
+    while not _any_chunk(setup.store) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    killed = proc.poll() is None
+    proc.kill()
+    proc.wait(timeout=60)
+    assert killed, "the step finished before it could be killed: make the work larger"
     assert chunk_hashes(setup.store) != serial[1], "the kill must have left blocks unwritten"
 
     rerun = write_blocks(setup.spec, setup.grid, setup.store, _tasks(setup), cpus=2)
@@ -196,11 +228,13 @@ def _children(pid: int) -> list[int]:
     return sorted(found)
 
 
-def test_a_ranged_run_with_two_writer_processes_matches_the_serial_build(built_mosaic, small_scenes, tmp_path) -> None:
-    """Through Dagster (``run build``'s ranged runs, two writer processes in each chunk step): the store's
-    chunks equal those of the session's build (one writer process per step)."""
+@pytest.mark.parametrize("kind", ["threads", "processes"])
+def test_a_ranged_run_with_two_writers_matches_the_serial_build(built_mosaic, small_scenes, kind, tmp_path) -> None:
+    """Through Dagster (``run build``'s ranged runs, two writers in each chunk step, threads or
+    processes): the store's chunks equal those of the session's build (one writer per step)."""
     env = dagster_env(tmp_path, spec_document(small_scenes.api), small_scenes.api)
     env["MOSAIC_WORKER_CPUS"] = "2"
+    env["MOSAIC_WRITERS"] = kind
     env["MOSAIC_WORKER_POOL_MIN_BYTES"] = "0"  # a pool even for these small partitions
     run_build(env)
     parallel = chunk_hashes(str(tmp_path / "data" / "stores" / "testmosaic.zarr"))
@@ -247,3 +281,15 @@ def test_runs_cover_every_piece_once_in_order_and_shrink(pieces: int, workers: i
     assert [p for run in runs for p in run] == list(range(pieces))
     assert all(len(a) >= len(b) for a, b in zip(runs, runs[1:]))
     assert len(runs) >= min(pieces, workers)
+
+
+def test_the_kind_of_writers_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mosaic_assets.engine.parallel_write import writer_kind
+
+    monkeypatch.delenv("MOSAIC_WRITERS", raising=False)
+    assert writer_kind() == "threads"
+    monkeypatch.setenv("MOSAIC_WRITERS", " Processes ")
+    assert writer_kind() == "processes"
+    monkeypatch.setenv("MOSAIC_WRITERS", "fibres")
+    with pytest.raises(ValueError, match="MOSAIC_WRITERS='fibres'"):
+        writer_kind()

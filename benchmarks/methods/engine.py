@@ -1,24 +1,27 @@
-"""Ours via the engine: the Zarr template, then every planned (time step, block) partition written by
-``mosaic_assets.engine.writer.write_block``, partitions spread over ``job.workers`` processes.
+"""Ours via the engine, as a chunk-writer step writes: the Zarr template, then every planned (time
+step, block) partition written by ``mosaic_assets.engine.parallel_write.write_blocks`` with the step's
+CPU limit (``job.workers``, as ``MOSAIC_WORKER_CPUS`` on a writer pod), in ranged runs of the spec's
+``partitions_per_run`` consecutive partitions (what ``BackfillPolicy.multi_run`` groups), one run after
+another, as one writer pod takes them.
 
-Same process model as ``mosaic_assets.run build`` without Dagster: ``engine.workers``' pool, each task a batch of
-consecutive blocks of one time step, sized as build sizes its ranged runs (so a worker's open GTI
-serves neighbouring blocks, as in a ranged run). The difference between the two is orchestration.
+Why the step's model and not ``run build``'s (processes over ranged runs, one CPU each; the
+``engine_pipeline`` and ``dagster`` methods measure that): at scale every partition is written by a
+chunk-writer step on a pod, so its CPU per pixel is the bill. The difference from ``mosaic_chunks``
+is orchestration.
 """
 
 from __future__ import annotations
 
-import functools
+import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
 from mosaic_assets.engine.build_order import batch_size
-from mosaic_assets.engine.capacity import cpu_share, use_cpu_share
+from mosaic_assets.engine.capacity import CPUS_ENV
 from mosaic_assets.engine.keys import BlockIndex
+from mosaic_assets.engine.parallel_write import BlockTask, write_blocks
 from mosaic_assets.engine.store import ensure_template
-from mosaic_assets.engine.workers import worker_pool
 from mosaic_assets.engine.writer import write_block
 
 from ..compare import Reader, zarr_reader
@@ -37,14 +40,9 @@ def write_partition(spec_path: str, data_root: str, store: str, step: str, block
     return {**asdict(result), "started": started}
 
 
-def write_batch(spec_path: str, data_root: str, store: str, parts: list[tuple[str, str]]) -> list[dict]:
-    """Consecutive partitions in one task, as a ranged run writes them."""
-    return [write_partition(spec_path, data_root, store, step, block_key) for step, block_key in parts]
-
-
 def batches(parts: list[tuple[str, str]], workers: int, per_run: int) -> list[list[tuple[str, str]]]:
     """Runs of consecutive partitions of one time step, ``batch_size`` long: the size
-    ``mosaic_assets.run.build`` gives its ranged runs."""
+    ``mosaic_assets.run.build`` gives its ranged runs (``engine_pipeline`` writes those)."""
     size = batch_size(len(parts), workers, per_run)
     out: list[list[tuple[str, str]]] = []
     for part in parts:
@@ -55,31 +53,37 @@ def batches(parts: list[tuple[str, str]], workers: int, per_run: int) -> list[li
     return out
 
 
-def write_all(job: Job, store: str, pool: ProcessPoolExecutor) -> list[dict]:
-    """Template + all planned partitions over ``pool`` (see ``engine.workers``); returns each
-    partition's write result."""
+def ranged_runs(parts: list[tuple[str, str]], per_run: int) -> list[list[tuple[str, str]]]:
+    """Consecutive partitions, ``per_run`` at a time (``BackfillPolicy.multi_run``'s grouping)."""
+    return [parts[i : i + per_run] for i in range(0, len(parts), per_run)]
+
+
+def write_all(job: Job, store: str) -> list[dict]:
+    """Template + all planned partitions, each ranged run one ``write_blocks`` call with the step's
+    CPUs; returns each partition's write result."""
     spec, grid = spec_of(job.spec), grid_of(job.spec)
     ensure_template(spec, grid, store, time_length(spec, job.steps))
-    parts = planned_partitions(job.spec, job.data_root, job.steps)
-    futures = [
-        pool.submit(write_batch, job.spec, job.data_root, store, b)
-        for b in batches(parts, job.workers, spec.operations.partitions_per_run)
-    ]
-    return [r for f in futures for r in f.result()]
+    layout = layout_of(job.spec, job.data_root)
+    results = []
+    for run in ranged_runs(planned_partitions(job.spec, job.data_root, job.steps), spec.operations.partitions_per_run):
+        tasks = [
+            BlockTask(key, layout.gti(step), time_index(spec, step), grid.block(BlockIndex.parse(key)))
+            for step, key in run
+        ]
+        for outcome in write_blocks(spec, grid, store, tasks, cpus=job.workers):
+            if outcome.error is not None:
+                raise RuntimeError(f"partition {outcome.key}: {outcome.error}")
+            results.append(asdict(outcome.result))
+    return results
 
 
 def run(job: Job, context: None = None) -> dict:
-    started = time.time()
-    # each worker's CPU share for GDAL's threads, as run build gives its workers (capacity.cpu_share)
-    share = functools.partial(use_cpu_share, cpu_share(job.workers))
-    with worker_pool(job.workers, initializer=share) as pool:  # first, while this process has one thread (it may fork)
-        results = write_all(job, str(Path(job.out) / STORE), pool)
+    os.environ[CPUS_ENV] = str(job.workers)  # the step's CPU limit, as the writer pod's environment sets it
+    results = write_all(job, str(Path(job.out) / STORE))
     return {
         "partitions": len(results),
         "chunks_written": sum(r["chunks_written"] for r in results),
         "partition_seconds": sum(r["seconds"] for r in results),
-        # template + spawning the pool + its imports, until the first partition began
-        "first_partition_after_s": min(r["started"] for r in results) - started,
     }
 
 

@@ -2,9 +2,9 @@
 
 The executor is set on ``Definitions`` (not in run config) so that backfill, sensor and automation
 runs use it too; otherwise asset ``op_tags`` would be ignored by them. The chunk writer's pod shape
-and its GDAL caches come from the same constants here: each of its ``WRITER_CPU`` writer processes
-sizes GDAL from its share of the pod's memory limit (``worker_config(WRITER_MEMORY_GB / WRITER_CPU)``),
-so the two cannot drift apart. Requests equal limits because
+and its GDAL caches come from the same constants here: its ``WRITER_CPU`` writer threads share one
+process's GDAL caches, sized from the pod's memory limit (``worker_config(WRITER_MEMORY_GB)``), so the
+two cannot drift apart. Requests equal limits because
 dagster-k8s merges ``dagster-k8s/config`` DEEP over the code location's resources: a request set
 alone could land above an inherited limit, which Kubernetes rejects.
 
@@ -25,6 +25,7 @@ from dagster_k8s import k8s_job_executor
 
 from mosaic_assets.engine.capacity import CPUS_ENV
 from mosaic_assets.engine.gdal_env import MEMORY_ENV, worker_config
+from mosaic_assets.engine.parallel_write import WRITERS_ENV
 
 EXECUTOR_ENV = "MOSAIC_EXECUTOR"  # "k8s" on the cluster (deploy/helm/values.yaml), unset locally
 K8S_CONFIG_TAG = "dagster-k8s/config"
@@ -51,11 +52,15 @@ def writer_resources() -> dict[str, dict[str, str]]:
 
 
 def writer_env() -> list[dict[str, str]]:
-    """The writer's environment: its CPUs (one writer process each, ``parallel_write``) and memory (read
-    by gdal_env at run time, split equally between the processes), and the GDAL options of one writer
-    process (its share of the memory), spelled out so the Job spec shows what GDAL will use."""
-    share = WRITER_MEMORY_GB / WRITER_CPU
-    env = {CPUS_ENV: str(WRITER_CPU), MEMORY_ENV: str(WRITER_MEMORY_GB), **worker_config(share, threads=1)}
+    """The writer's environment: its CPUs (one writer thread each, ``parallel_write``), its kind of
+    writers, its memory (read by gdal_env at run time) and the GDAL options its writers use (the whole
+    memory: the threads share the process's caches), spelled out so the Job spec shows what GDAL will use."""
+    env = {
+        CPUS_ENV: str(WRITER_CPU),
+        MEMORY_ENV: str(WRITER_MEMORY_GB),
+        WRITERS_ENV: "threads",
+        **worker_config(WRITER_MEMORY_GB, threads=1),
+    }
     return [{"name": name, "value": value} for name, value in env.items()]
 
 

@@ -403,9 +403,18 @@ class MosaicSpec(_GridFields):
         """(y, x) pixels where any band of a (band, y, x) block holds data: the one test of "valid",
         NaN nodata included (``data != nan`` is True everywhere). A ``valid_count`` band is not data."""
         data = data[: len(self.bands)]
-        if np.isnan(self.nodata):
-            return ~np.all(np.isnan(data), axis=0)
-        return np.any(data != self.nodata_value, axis=0)
+        # band by band into one (y, x) mask: a (band, y, x) temporary would be fresh memory of a
+        # block's size at every block (zeroed by the kernel page by page)
+        valid = np.zeros(data.shape[1:], dtype=bool)
+        scratch = np.empty(data.shape[1:], dtype=bool)
+        for band in data:
+            if np.isnan(self.nodata):
+                np.isnan(band, out=scratch)
+                np.logical_not(scratch, out=scratch)
+            else:
+                np.not_equal(band, self.nodata_value, out=scratch)
+            valid |= scratch
+        return valid
 
     def band_resampling(self, band: Band) -> str:
         return band.resampling or self.resampling

@@ -262,6 +262,7 @@ def read_block(
     exclude: list[str] | None = None,
     signed: list[dict] | None = None,
     scenes: list[dict] | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """(band, y, x) pixels of the block, one GTI read per read group (``bandgroups``; a stack where every
     scene of the block has it, ``read_plan``) stacked in the spec's band order, under the writer's GDAL
@@ -269,7 +270,8 @@ def read_block(
     is never rewritten). ``signed``: the block's scenes
     with freshly signed paths: read through a GTI of just those scenes, held in memory (``signed_gti``).
     A spec with a mask, a reducer or the count band composites the block scene by scene instead
-    (``composite_read``): ``scenes`` (``block_scenes``) or ``signed`` must then name them."""
+    (``composite_read``): ``scenes`` (``block_scenes``) or ``signed`` must then name them. ``out``: a
+    (band, y, x) array of the spec's dtype to read into (``write_block`` passes its kept buffer)."""
     if needs_scene_reads(spec):
         if signed is None and scenes is None:
             raise ValueError(f"block {block.key}: a composite needs the block's scenes (block_scenes)")
@@ -278,19 +280,23 @@ def read_block(
     window = Window(block.cols.start, block.rows.start, block.shape[1], block.shape[0])
     kept = None if scenes is None else [s for s in (signed or scenes) if s["item_id"] not in (exclude or ())]
     groups = read_plan(spec, kept)
-    out = np.empty((len(spec.bands), *block.shape), dtype=spec.dtype) if len(groups) > 1 else None
+    whole = len(groups) == 1
+    if out is None and not whole:
+        out = np.empty((len(spec.bands), *block.shape), dtype=spec.dtype)
     with gdal_env(stac=spec.stac):
         for group in groups:
             xml = files.group_xml(group)
+            into = out if whole else None  # a group of some bands is read alone, then placed
             if signed is not None:
                 with signed_gti(spec, grid, group, [s for s in signed if s["item_id"] not in (exclude or ())]) as gti:
-                    data = gti.read(window=window)
+                    data = gti.read(window=window, out=into)
             elif not exclude:
-                data = open_gtis.read(GtiFiles(files.index, xml), window)  # the kept GTI (gti_cache): the common path
+                # the kept GTI (gti_cache): the common path
+                data = open_gtis.read(GtiFiles(files.index, xml), window, out=into)
             else:
                 with rasterio.open(vsi_path(xml), FILTER=_without(exclude)) as mosaic:
-                    data = mosaic.read(window=window)
-            if out is None:
+                    data = mosaic.read(window=window, out=into)
+            if whole:
                 return data
             out[list(group.positions)] = data
     return out
@@ -313,16 +319,18 @@ def _signed(scenes: list[dict]) -> list[dict] | None:
     return scenes if any("signed" in s for s in scenes) else None
 
 
-def _verified_read(spec: MosaicSpec, grid: MosaicGrid, files: GtiFiles, block: Block, scenes: list[dict]) -> np.ndarray:
+def _verified_read(
+    spec: MosaicSpec, grid: MosaicGrid, files: GtiFiles, block: Block, scenes: list[dict], out: np.ndarray | None
+) -> np.ndarray:
     verify_scenes(spec, scenes)
     try:
-        return read_block(spec, grid, files, block, signed=_signed(scenes), scenes=scenes)
+        return read_block(spec, grid, files, block, signed=_signed(scenes), scenes=scenes, out=out)
     except RasterioError as exc:
         raise _read_error(block, exc, _culprits(spec, grid, block, scenes), scenes) from exc
 
 
 def _read_skipping(
-    spec: MosaicSpec, grid: MosaicGrid, files: GtiFiles, block: Block, scenes: list[dict]
+    spec: MosaicSpec, grid: MosaicGrid, files: GtiFiles, block: Block, scenes: list[dict], out: np.ndarray | None
 ) -> tuple[np.ndarray, list[SkippedScene]]:
     """The block without the scenes that cannot be read or contradict STAC (``bad_scenes: skip``).
 
@@ -338,7 +346,9 @@ def _read_skipping(
             skipped[scene["item_id"]] = str(exc)
     while True:
         try:
-            data = read_block(spec, grid, files, block, exclude=list(skipped), signed=_signed(scenes), scenes=scenes)
+            data = read_block(
+                spec, grid, files, block, exclude=list(skipped), signed=_signed(scenes), scenes=scenes, out=out
+            )
             return data, [SkippedScene(i, why) for i, why in sorted(skipped.items())]
         except RasterioError as exc:
             rest = [s for s in scenes if s["item_id"] not in skipped]
@@ -358,9 +368,12 @@ class BlockPixels:
     skipped: tuple[SkippedScene, ...] = ()
 
 
-def block_pixels(spec: MosaicSpec, grid: MosaicGrid, files: GtiFiles, block: Block) -> BlockPixels:
+def block_pixels(
+    spec: MosaicSpec, grid: MosaicGrid, files: GtiFiles, block: Block, out: np.ndarray | None = None
+) -> BlockPixels:
     """The block's pixels exactly as ``write_block`` writes them (scenes verified, signed just before
-    the read, bad ones skipped with ``bad_scenes: skip``), without writing them."""
+    the read, bad ones skipped with ``bad_scenes: skip``), without writing them. ``out``: as in
+    ``read_block`` (a composite allocates its own)."""
     files = staged_locally(spec, grid, files)  # an object-store GTI is read from a local copy of its index
     scenes = block_scenes(grid, files, block, with_geometry=spec.stac.modifier is not None)
     if not scenes:
@@ -373,9 +386,9 @@ def block_pixels(spec: MosaicSpec, grid: MosaicGrid, files: GtiFiles, block: Blo
     skipped: list[SkippedScene] = []
     try:
         if spec.bad_scenes == "skip":
-            data, skipped = _read_skipping(spec, grid, files, block, scenes)
+            data, skipped = _read_skipping(spec, grid, files, block, scenes, out)
         else:
-            data = _verified_read(spec, grid, files, block, scenes)
+            data = _verified_read(spec, grid, files, block, scenes, out)
     except SceneReadError as exc:
         if exc.transient:
             # GDAL remembers a failed HTTP response for the life of the process: forget it, so that a
@@ -397,7 +410,9 @@ def write_block(
     """Write the block's region (``placement``: where a cube's source writes); with ``spec.bad_scenes ==
     "skip"`` bad scenes are left out and listed in the result instead of failing it."""
     started = time.perf_counter()
-    read = block_pixels(spec, grid, files, block)
+    # read into this thread's kept block buffer (gti_cache): the block is written before the next is read
+    out = None if needs_scene_reads(spec) else open_gtis.block_buffer((len(spec.bands), *block.shape), spec.dtype)
+    read = block_pixels(spec, grid, files, block, out)
     pixels = block.shape[0] * block.shape[1]
     if read.data is None:
         return BlockWriteResult(0, pixels, 0, 0, 0, time.perf_counter() - started)
