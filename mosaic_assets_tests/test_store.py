@@ -76,10 +76,13 @@ def test_store_of_another_grid_is_refused_untouched(tmp_path: Path, overrides: d
     assert _digest(store) == before
 
 
-def test_region_write_is_byte_identical_to_xarray_region_write(tmp_path: Path) -> None:
+@pytest.mark.parametrize("told_occupied", [False, True])
+def test_region_write_is_byte_identical_to_xarray_region_write(tmp_path: Path, told_occupied: bool) -> None:
     """The writer writes with zarr directly; the chunks must be what xarray's ``to_zarr(region=...)``
-    wrote: same bytes, all-nodata chunks absent, a partly nodata chunk stored, edge chunks clipped."""
-    from mosaic_assets.engine.writer import write_region
+    wrote: same bytes, all-nodata chunks absent (also where a first write had stored data), a partly
+    nodata chunk stored, edge chunks clipped; told which chunks hold data (as ``write_block`` does, so
+    zarr's all-fill test is skipped for those) or not."""
+    from mosaic_assets.engine.writer import _occupied_chunks, write_region
 
     spec, grid = _spec()
     blocks = list(grid.blocks())
@@ -93,12 +96,29 @@ def test_region_write_is_byte_identical_to_xarray_region_write(tmp_path: Path) -
         data[:, : h // 2, :] = spec.nodata  # whole chunks of nodata (not stored) and chunks partly nodata
         data[:, h // 2 : h // 2 + 3, :] = spec.nodata
         region = {"time": slice(i, i + 1), "band": slice(0, len(spec.bands)), "y": block.rows, "x": block.cols}
-        ds = xr.Dataset({"mosaic": (("time", "band", "y", "x"), data[np.newaxis])})
-        ds.to_zarr(str(stores["xarray"]), region=region, mode="r+", consolidated=False)
-        write_region(str(stores["zarr"]), grid, i, block, data)
+        first = rng.integers(1, 5000, size=data.shape, dtype=spec.dtype)  # every chunk stored, then rewritten
+        for pixels in (first, data):
+            ds = xr.Dataset({"mosaic": (("time", "band", "y", "x"), pixels[np.newaxis])})
+            ds.to_zarr(str(stores["xarray"]), region=region, mode="r+", consolidated=False)
+            occupied = _occupied_chunks(spec.valid_mask(pixels), grid.chunk_shape) if told_occupied else None
+            write_region(str(stores["zarr"]), grid, i, block, pixels, occupied=occupied)
     written = _digest(stores["zarr"])
     assert any(k.startswith("mosaic/c/") for k in written)
     assert written == _digest(stores["xarray"])
+
+
+def test_a_block_is_written_as_rectangles_covering_each_chunk_once() -> None:
+    """``writer._rectangles``: every chunk of the block in exactly one write, flagged as occupied or not."""
+    from mosaic_assets.engine.writer import _rectangles
+
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        occupied = rng.random((int(rng.integers(1, 7)), int(rng.integers(1, 7)))) < rng.random()
+        seen = np.zeros(occupied.shape, dtype=int)
+        for (r0, r1), (c0, c1), held in _rectangles(occupied):
+            assert (occupied[r0:r1, c0:c1] == held).all()
+            seen[r0:r1, c0:c1] += 1
+        assert (seen == 1).all()
 
 
 def test_region_write_clears_temps_a_killed_writer_of_the_block_left(tmp_path: Path) -> None:
