@@ -19,8 +19,9 @@ those tiles, as soon as the process's RSS passes ``KEEP_RSS_FRACTION`` of the wo
 The block buffer: the array a block is read into is kept too (``block_buffer``), for the same
 reason. A fresh array of a block's size is fresh memory, and the kernel zeroes each of its pages on
 first touch (numpy asks for huge pages on large arrays, which adds compaction). Measured on the quick
-benchmark's 228 MB block: 0.9 s of system CPU for a fresh array, 0.5 s reading into a kept one, for
-the same 1.4 s of user CPU. It goes whenever the GTIs go, so it never outlives the memory budget.
+benchmark's 228 MB block read alone: 0.9-1.0 s of system CPU into a fresh array, 0.5-0.7 s into a
+kept one, for the same 1.4 s of user CPU (within a whole write of the benchmark the difference was
+below this machine's noise). It goes whenever the GTIs go, so it never outlives the memory budget.
 """
 
 from __future__ import annotations

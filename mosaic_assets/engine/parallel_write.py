@@ -8,8 +8,8 @@ its deadlock on reprojected tiles), so nothing serialises them but Python's shar
 threads share one GDAL block cache: a scene tile two writers need is decoded once, and the process
 touches its caches' memory once instead of once per process. Measured on the quick benchmark (4
 partitions, 2 CPUs): 2 threads 2.85 s wall and 4.9-5.0 CPU s, 2 processes 2.95-3.9 s and 5.5-7.4 CPU s,
-1 writer 5.0 s. (An earlier measurement, before writers kept their GTI and read into a kept buffer,
-had two threads at 0.96x one.) Processes remain for an operator who measures otherwise on a larger
+1 writer 5.0 s. (An earlier round's code measured two threads at 0.96x one; that is not what this
+code does.) Processes remain for an operator who measures otherwise on a larger
 pod: each then gets an equal share of the step's memory (``MOSAIC_WORKER_MEMORY_GB`` divided by the
 writers) and one CPU for GDAL's threads, so GDAL's caches, sized from it by ``gdal_env`` (the seed's
 heuristics), add up to what the pod was given. Threads share the process's caches, sized from the
@@ -141,9 +141,10 @@ _helpers_lock = threading.Lock()
 
 def _helper_threads(count: int) -> ThreadPoolExecutor:
     """``count`` writer threads that outlive one call, as a pool's processes do: each keeps its GTIs and
-    block buffer (``gti_cache``) for the step's next ranged run. Measured on the quick benchmark's 34
-    partitions of 32 MiB in ranged runs of 8: threads started afresh for each run reopened every GTI
-    and decoded the tiles again (7.0-7.5 CPU s, against 5.0 for 4 partitions of 256 MiB)."""
+    block buffer (``gti_cache``) for the step's next ranged run instead of reopening them (the step's own
+    thread already did). Measured on the quick benchmark's 34 partitions of 32 MiB in ranged runs of 8:
+    no change this machine could resolve (6.8-7.5 CPU s either way); kept because neighbouring ranged
+    runs of a backfill share scenes, and a thread per call would have been a thread start per call."""
     global _helpers
     with _helpers_lock:
         if _helpers is None or _helpers[0] < count:

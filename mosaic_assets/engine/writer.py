@@ -119,7 +119,7 @@ def block_scenes(grid: MosaicGrid, files: GtiFiles, block: Block, with_geometry:
     bounds = grid.window_geobox(block).extent.boundingbox  # a piece asks for its own scenes only
     path = vsi_path(files.index)
     version = _version(str(files.index))
-    fields = _index_fields(path, version) if version else _index_fields.__wrapped__(path, version)
+    fields = _fields_of_version(path, version) if version else _index_fields(path)
     stacked = sorted(f for f in fields if f.startswith(STACK_FIELD_PREFIX))  # which stacks apply (read_plan)
     columns = [c for c in [*SCENE_COLUMNS, SORT_FIELD] if c in fields] + stacked
     table = pyogrio.read_dataframe(
@@ -132,12 +132,16 @@ def block_scenes(grid: MosaicGrid, files: GtiFiles, block: Block, with_geometry:
     return sorted(records, key=lambda r: r["item_id"])
 
 
-@functools.lru_cache(maxsize=64)
-def _index_fields(path: str, stamp: tuple) -> frozenset[str]:
-    """The index layer's fields, once per version of a local index (``stamp``: its size and mtime; a
-    remote one is read each time): opening the GeoPackage for them was 5 % of a small partition's CPU
-    (quick benchmark, 32 MiB partitions)."""
+def _index_fields(path: str) -> frozenset[str]:
     return frozenset(pyogrio.read_info(path, layer=INDEX_LAYER)["fields"])
+
+
+@functools.lru_cache(maxsize=64)
+def _fields_of_version(path: str, version: tuple) -> frozenset[str]:
+    """A local index's fields, once per version (``_version``: size and mtime; a remote index is read
+    each time): opening the GeoPackage for them was 5 % of a small partition's CPU (quick benchmark,
+    32 MiB partitions)."""
+    return _index_fields(path)
 
 
 def _read_path(scene: dict, asset: str) -> str:
