@@ -51,7 +51,7 @@ def store_path(job: Job, step: str) -> str:
 
 def run(job: Job, context: None = None) -> dict:
     spec, grid = spec_of(job.spec), grid_of(job.spec)
-    config = worker_config(worker_memory_gb())
+    config = worker_config(worker_memory_gb(), local_scenes=True)  # the benchmark scenes are local files, as for ours
     args = ["-of", "Zarr", "-a_nodata", "none", *creation_options(spec, grid.chunk_shape)]
     for step in job.steps:
         translate(str(layout_of(job.spec, job.data_root).gti(step).xml), store_path(job, step), args, config)

@@ -35,7 +35,7 @@ from rasterio.windows import Window, from_bounds
 from .bandgroups import STACK_FIELD_PREFIX, read_plan
 from .catalog import MISSING
 from .composite_read import composite_block, needs_scene_reads
-from .gdal_env import gdal_env
+from .gdal_env import all_local, gdal_env
 from .grid import Block, MosaicGrid
 from .gti import INDEX_LAYER, SORT_FIELD, GtiFiles, staged_locally
 from .gti_cache import open_gtis
@@ -296,7 +296,8 @@ def read_block(
     whole = len(groups) == 1
     if out is None and not whole:
         out = np.empty((len(spec.bands), *block.shape), dtype=spec.dtype)
-    with gdal_env(stac=spec.stac):
+    local = kept is not None and all_local(_read_path(s, a) for s in kept for a in s.get("assets", {}))
+    with gdal_env(stac=spec.stac, local_scenes=local):
         for group in groups:
             xml = files.group_xml(group)
             into = out if whole else None  # a group of some bands is read alone, then placed
