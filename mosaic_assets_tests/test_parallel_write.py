@@ -18,7 +18,7 @@ import pytest
 from mosaic_assets.demo.scenes import SceneSetConfig, generate_scenes, scene_item
 from mosaic_assets.engine.capacity import available_cpus, cgroup_cpu_quota, worker_cpus
 from mosaic_assets.engine.keys import BlockIndex
-from mosaic_assets.engine.parallel_write import BlockTask, runs_of, write_blocks
+from mosaic_assets.engine.parallel_write import BlockTask, _Territories, runs_of, write_blocks
 from mosaic_assets.engine.planner import blocks_with_scenes
 from mosaic_assets.engine.spec import MosaicSpec, parse_specs
 
@@ -281,6 +281,39 @@ def test_runs_cover_every_piece_once_in_order_and_shrink(pieces: int, workers: i
     assert [p for run in runs for p in run] == list(range(pieces))
     assert all(len(a) >= len(b) for a, b in zip(runs, runs[1:]))
     assert len(runs) >= min(pieces, workers)
+
+
+@pytest.mark.parametrize(("pieces", "workers"), [(8, 2), (17, 3), (3, 2), (1, 3), (40, 16), (0, 2)])
+def test_territories_hand_out_every_piece_once_each_writer_walking_over_neighbours(pieces: int, workers: int) -> None:
+    """Writer threads' territories (parallel_write._Territories): writers taking turns in any order get
+    every piece exactly once; a writer's own territory comes front to back, and what it takes from
+    another's comes from the far end, so every writer's pieces form runs of neighbours."""
+    for order in ("round robin", "writer 0 alone first", "last writer first"):
+        territories = _Territories(pieces, workers)
+        taken: dict[int, list[int]] = {w: [] for w in range(workers)}
+        turns = {
+            "round robin": [w for _ in range(pieces + 1) for w in range(workers)],
+            "writer 0 alone first": [0] * (pieces + 1) + list(range(workers)),
+            "last writer first": [workers - 1] * (pieces // 2) + [w for _ in range(pieces + 1) for w in range(workers)],
+        }[order]
+        for writer in turns:
+            piece = territories.take(writer)
+            if piece is not None:
+                taken[writer].append(piece)
+        assert sorted(p for got in taken.values() for p in got) == list(range(pieces)), order
+        bounds = [round(w * pieces / workers) for w in range(workers + 1)]
+        home = {p: w for w in range(workers) for p in range(bounds[w], bounds[w + 1])}
+        for writer, got in taken.items():
+            own = [p for p in got if home[p] == writer]
+            assert got[: len(own)] == list(range(bounds[writer], bounds[writer] + len(own))), (order, writer, got)
+            helped = got[len(own) :]  # another's territory, one at a time, walked back from its far end
+            visits = [w for n, w in enumerate(home[p] for p in helped) if n == 0 or home[helped[n - 1]] != w]
+            assert len(visits) == len(set(visits)), (order, writer, got)
+            assert all(a - b == 1 for a, b in zip(helped, helped[1:]) if home[a] == home[b]), (order, writer, got)
+        assert all(territories.take(w) is None for w in range(workers))
+    territories = _Territories(pieces, workers)
+    territories.close()  # an interrupted step: nobody takes anything more
+    assert all(territories.take(w) is None for w in range(workers))
 
 
 def test_the_kind_of_writers_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

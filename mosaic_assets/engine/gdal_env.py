@@ -80,7 +80,13 @@ def worker_config(
         # VSI_CACHE_SIZE is per open file, not global: the seed's third of memory per file would
         # multiply by the scenes a block touches, so it is capped.
         "VSI_CACHE_SIZE": str(min(int(gib * memory_gb / 3), 64 * 1024**2)),
-        "GDAL_CACHEMAX": str(int(gib * memory_gb / 2)),
+        # A quarter, not the seed's half: the writer keeps its GTIs open between blocks (gti_cache), so the
+        # cache fills to its limit, and gti_cache closes them (dropping every decoded tile) past 3/4 of the
+        # memory. At half, a full cache plus two writers' blocks crossed that on nearly every block of the
+        # quick benchmark. A quarter still holds what neighbouring blocks share: 2 writers decoded 369
+        # scene tiles where one writer with an unbounded cache decodes 288 (454 before), and used
+        # 5.4-5.8 CPU s against 5.8-6.3 (medians of 5-6, same hour; GDAL alone 5.3-5.6 at either size).
+        "GDAL_CACHEMAX": str(int(gib * memory_gb / 4)),
         "GDAL_NUM_THREADS": "ALL_CPUS" if threads is None else str(threads),
         # GDAL 3.12's GTI reads tiles on the GDAL_NUM_THREADS pool, and a reprojected tile's warp
         # queues jobs on that same pool and waits for them: with 2 threads both wait forever (seen

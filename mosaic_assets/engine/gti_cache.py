@@ -12,9 +12,13 @@ long-lived worker; and any read error closes it, so a retry reopens the GTI and 
 local GTIs are kept (a writer reads an object-store GTI through a local copy, ``staged_locally``).
 
 Memory: the scenes' decoded tiles stay in GDAL's block cache while their dataset is open, so a kept
-GTI fills the cache (half the worker's memory) where closing it after each block never did (measured
-on the large benchmark: a writer's peak RSS 0.7 -> 1.9 GB). It is therefore also closed, which frees
-those tiles, as soon as the process's RSS passes ``KEEP_RSS_FRACTION`` of the worker's memory.
+GTI fills the cache (``GDAL_CACHEMAX``, a quarter of the worker's memory: ``gdal_env``) where closing
+it after each block never did. It is therefore also closed, which frees those tiles and the scenes'
+per-file caches, as soon as the process's RSS passes ``KEEP_RSS_FRACTION`` of the worker's memory:
+a safety net for what the cache does not bound (remote scenes' ``VSI_CACHE``, one per open file), set
+above what a full cache and the writers' blocks take. At half the memory (with the cache at half too)
+it fired on nearly every block of two writer threads on the quick benchmark, so each block reopened
+its scenes and decoded again the tiles its neighbour had: 454 tile decodes where 288 suffice.
 
 The block buffer: the array a block is read into is kept too (``block_buffer``), for the same
 reason. A fresh array of a block's size is fresh memory, and the kernel zeroes each of its pages on
@@ -39,7 +43,7 @@ from .gti import GtiFiles
 from .object_store import is_remote, vsi_path
 
 MAX_READS = 32  # group reads through the kept GTIs before they are closed and reopened
-KEEP_RSS_FRACTION = 0.5  # of MOSAIC_WORKER_MEMORY_GB: above this RSS, the GTI is closed after the read
+KEEP_RSS_FRACTION = 0.75  # of MOSAIC_WORKER_MEMORY_GB: above this RSS, the GTI is closed after the read
 
 
 def _rss_bytes() -> int:
