@@ -482,8 +482,13 @@ def write_region(
     bands = range(placement.band_offset, placement.band_offset + data.shape[0])
     band_chunks = sorted({b // array.chunks[1] for b in bands})
     remove_block_partials(store, VARIABLE, grid, time_index, block, band_chunks)
+    # The time step as a slice of one and the block with a time axis: with an integer index zarr drops the
+    # axis, and then no chunk's selection is chunk-shaped, so zarr copied every chunk into a new
+    # fill-valued buffer before encoding it (np.full + a copy per chunk: 0.35 CPU s of the quick benchmark)
+    when = slice(time_index, time_index + 1)
+    data = data[np.newaxis]
     if occupied is None or array.chunks[1] != array.shape[1]:
-        array[time_index, bands.start : bands.stop, rows, cols] = data
+        array[when, bands.start : bands.stop, rows, cols] = data
         return
     # A chunk holds every band, so a chunk with a valid pixel is not all fill: occupied chunks skip
     # zarr's all-fill test of each chunk (np.array_equal with equal_nan: an isnan pass over uint16
@@ -493,8 +498,8 @@ def write_region(
     for (r0, r1), (c0, c1), held in _rectangles(occupied):
         y0, y1 = rows.start + r0 * cy, min(rows.start + r1 * cy, rows.stop)
         x0, x1 = cols.start + c0 * cx, min(cols.start + c1 * cx, cols.stop)
-        pixels = data[:, y0 - rows.start : y1 - rows.start, x0 - cols.start : x1 - cols.start]
-        (full if held else array)[time_index, bands.start : bands.stop, y0:y1, x0:x1] = pixels
+        pixels = data[:, :, y0 - rows.start : y1 - rows.start, x0 - cols.start : x1 - cols.start]
+        (full if held else array)[when, bands.start : bands.stop, y0:y1, x0:x1] = pixels
 
 
 def _runs(flags: np.ndarray) -> list[tuple[int, int, bool]]:
