@@ -96,3 +96,46 @@ def test_nodata_value_compares_in_the_mosaic_dtype() -> None:
     assert np.result_type(block, spec.nodata_value) == block.dtype
     assert np.result_type(block, spec.nodata) == np.float64  # what comparing with the float did
     assert ((block != spec.nodata_value) == (block != spec.nodata)).all()
+
+
+@pytest.mark.parametrize(
+    ("dtype", "nodata", "bands"),
+    [
+        ("uint16", 0, 4),
+        ("uint16", 0, 1),
+        ("uint16", 65535, 3),
+        ("int16", 0, 3),
+        ("int16", -9999, 2),
+        ("uint8", 0, 2),
+        ("float32", "nan", 3),
+        ("float32", 0, 2),
+    ],
+)
+def test_valid_mask_is_any_band_unlike_nodata(dtype: str, nodata: float | str, bands: int) -> None:
+    """``valid_mask``, the one test of "valid" (its nodata-0 shortcut ORs the bands' bits), against
+    numpy's own reduction over the block: any band that is not nodata (NaN nodata: any band not NaN)."""
+    import numpy as np
+
+    names = ["b1", "b2", "b3", "b4"][:bands]
+    doc = spec_document(
+        "http://127.0.0.1:1",
+        dtype=dtype,
+        nodata=float(nodata),
+        bands=[{"name": n, "asset": "data", "index": i + 1} for i, n in enumerate(names)],
+    )
+    (spec,) = parse_specs(doc)
+    rng = np.random.default_rng(7)
+    if np.dtype(dtype).kind == "f":
+        data = rng.normal(size=(bands, 64, 48)).astype(dtype)
+    else:
+        info = np.iinfo(dtype)
+        data = rng.integers(info.min, info.max, size=(bands, 64, 48), endpoint=True, dtype=dtype)
+    fill = rng.random((bands, 64, 48)) < 0.7  # most band values nodata, so some pixels have none
+    data[fill] = spec.nodata_value
+    data[:, :5] = spec.nodata_value  # rows nodata in every band
+    if np.isnan(spec.nodata):
+        expected = (~np.isnan(data)).any(axis=0)
+    else:
+        expected = (data != spec.nodata_value).any(axis=0)
+    assert expected.any() and not expected.all()
+    assert (spec.valid_mask(data) == expected).all()
