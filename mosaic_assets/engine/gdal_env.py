@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+import resource
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -21,6 +23,7 @@ from .spec import StacSource
 MEMORY_ENV = "MOSAIC_WORKER_MEMORY_GB"
 OPERATOR_OVERRIDES = ("GDAL_HTTP_MAX_RETRY", "GDAL_HTTP_RETRY_DELAY", "GDAL_HTTP_TIMEOUT", "GDAL_HTTP_CONNECTTIMEOUT")
 DEFAULT_MEMORY_GB = 2.0
+GDAL_POOL_MOST = 1000  # GDAL clamps GDAL_MAX_DATASET_POOL_SIZE to [2, 1000]
 _NOT_LOCAL = re.compile(r"^(/vsi|[a-z][a-z0-9+.-]*://)", re.IGNORECASE)
 _THIS_THREAD: ContextVar[float | None] = ContextVar("mosaic_writer_memory_gb", default=None)
 
@@ -87,6 +90,13 @@ def worker_config(
         # scene tiles where one writer with an unbounded cache decodes 288 (454 before), and used
         # 5.4-5.8 CPU s against 5.8-6.3 (medians of 5-6, same hour; GDAL alone 5.3-5.6 at either size).
         "GDAL_CACHEMAX": str(int(gib * memory_gb / 4)),
+        # Datasets a VRT (a scene's band stack, a vrt:// connection) opens through GDAL's proxy pool, one
+        # pool for the process: at GDAL's default of 100, two writer threads each keeping 20 scenes of 4
+        # band files open (the scaling benchmark) closed each other's files, and with them the tiles
+        # decoded from them: 5,072 tile decodes where 3,360 suffice (GDAL's most, 1,000, fixed that).
+        # Bounded by the open-file limit, and the pool's own RAM estimate kept to the cache's size.
+        "GDAL_MAX_DATASET_POOL_SIZE": str(dataset_pool_size()),
+        "GDAL_MAX_DATASET_POOL_RAM_USAGE": f"{int(1024 * memory_gb / 4)}MB",
         "GDAL_NUM_THREADS": "ALL_CPUS" if threads is None else str(threads),
         # GDAL 3.12's GTI reads tiles on the GDAL_NUM_THREADS pool, and a reprojected tile's warp
         # queues jobs on that same pool and waits for them: with 2 threads both wait forever (seen
@@ -95,6 +105,16 @@ def worker_config(
         "CPL_DEBUG": "ON" if debug else "OFF",
         "CPL_CURL_VERBOSE": "YES" if debug else "NO",
     }
+
+
+def dataset_pool_size() -> int:
+    """GDAL's proxy pool size: its most (1,000), or half the process's open-file limit when that is lower,
+    so pooled scenes leave room for every other file the writer opens."""
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return GDAL_POOL_MOST
+    return GDAL_POOL_MOST if soft == resource.RLIM_INFINITY else max(2, min(GDAL_POOL_MOST, soft // 2))
 
 
 def source_config(stac: StacSource | None) -> dict[str, str]:
@@ -133,8 +153,22 @@ def gdal_env(
         if os.environ.get(key):
             options[key] = os.environ[key]
     options["CPL_DEBUG"] = options["CPL_DEBUG"] == "ON"
-    options["GDAL_CACHEMAX"] = int(options["GDAL_CACHEMAX"])
+    use_cache_max(int(options.pop("GDAL_CACHEMAX")))
     return rasterio.Env(**options)
+
+
+_CACHE_LOCK = threading.Lock()
+
+
+def use_cache_max(size: int) -> None:
+    """Set GDAL's block cache limit for the whole process (there is one cache; it is not a per-thread
+    option). Why not through ``rasterio.Env``: an Env sets the limit on entry and puts back, on exit,
+    the limit it found, so writer threads entering and leaving theirs at different times flipped it
+    between ours and GDAL's default under each other's reads (seen: 2,048 MB in one thread, GDAL's
+    default 1,205 MB in the other, and tiles evicted that a neighbouring block then decoded again)."""
+    with _CACHE_LOCK:
+        if rasterio.env.get_gdal_config("GDAL_CACHEMAX") != size:
+            rasterio.env.set_gdal_config("GDAL_CACHEMAX", size)
 
 
 def require_gti_driver() -> str:
