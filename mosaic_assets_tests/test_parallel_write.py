@@ -18,7 +18,7 @@ import pytest
 from mosaic_assets.demo.scenes import SceneSetConfig, generate_scenes, scene_item
 from mosaic_assets.engine.capacity import available_cpus, cgroup_cpu_quota, worker_cpus
 from mosaic_assets.engine.keys import BlockIndex
-from mosaic_assets.engine.parallel_write import BlockTask, _Territories, runs_of, write_blocks
+from mosaic_assets.engine.parallel_write import BlockTask, _Territories, runs_of, territories_of, write_blocks
 from mosaic_assets.engine.planner import blocks_with_scenes
 from mosaic_assets.engine.spec import MosaicSpec, parse_specs
 
@@ -283,13 +283,59 @@ def test_runs_cover_every_piece_once_in_order_and_shrink(pieces: int, workers: i
     assert len(runs) >= min(pieces, workers)
 
 
+def _grid_pieces(steps: int, rows: int, cols: int, size: int = 1024) -> list[BlockTask]:
+    """Pieces of ``steps`` time steps of ``rows`` x ``cols`` blocks, in partition-key order."""
+    from mosaic_assets.engine.grid import Block
+
+    return [
+        BlockTask(
+            BlockIndex(r, c).key,
+            None,
+            t,
+            Block(BlockIndex(r, c), slice(r * size, (r + 1) * size), slice(c * size, (c + 1) * size)),
+        )
+        for t in range(steps)
+        for r in range(rows)
+        for c in range(cols)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("steps", "rows", "cols", "workers"),
+    [(1, 3, 4, 2), (1, 1, 8, 2), (2, 3, 3, 2), (1, 3, 4, 3), (1, 5, 5, 16), (1, 1, 1, 3)],
+)
+def test_territories_are_compact_and_cover_every_piece_once(steps: int, rows: int, cols: int, workers: int) -> None:
+    """``territories_of``: every piece in exactly one territory, shares as even as pieces allow, each in
+    row-major order, and two writers' territories split across the longer side (so a 4 x 3 grid of
+    blocks is cut between columns, and a row of 8 into two strips of 4)."""
+    pieces = _grid_pieces(steps, rows, cols)
+    territories = territories_of(pieces, workers)
+    assert len(territories) == workers
+    assert sorted(i for t in territories for i in t) == list(range(len(pieces)))
+    sizes = [len(t) for t in territories]
+    assert max(sizes) - min(sizes) <= 1
+    for territory in territories:
+        places = [(pieces[i].time_index, pieces[i].block.rows.start, pieces[i].block.cols.start) for i in territory]
+        assert places == sorted(places)
+    if workers == 2 and steps == 1:
+        first, second = ({pieces[i].block.cols.start for i in t} for t in territories)
+        if cols >= rows:  # cut between columns: no column in both
+            assert max(first) < min(second), territories
+    if workers == 2 and steps == 2:  # time steps first: pieces of one step share scenes
+        assert {pieces[i].time_index for i in territories[0]} == {0}
+        assert {pieces[i].time_index for i in territories[1]} == {1}
+
+
 @pytest.mark.parametrize(("pieces", "workers"), [(8, 2), (17, 3), (3, 2), (1, 3), (40, 16), (0, 2)])
 def test_territories_hand_out_every_piece_once_each_writer_walking_over_neighbours(pieces: int, workers: int) -> None:
     """Writer threads' territories (parallel_write._Territories): writers taking turns in any order get
     every piece exactly once; a writer's own territory comes front to back, and what it takes from
-    another's comes from the far end, so every writer's pieces form runs of neighbours."""
+    another's comes from the far end, one territory at a time, so every writer's pieces form runs of
+    neighbours."""
+    bounds = [round(w * pieces / workers) for w in range(workers + 1)]
+    home = {p: w for w in range(workers) for p in range(bounds[w], bounds[w + 1])}
     for order in ("round robin", "writer 0 alone first", "last writer first"):
-        territories = _Territories(pieces, workers)
+        territories = _Territories([list(range(bounds[w], bounds[w + 1])) for w in range(workers)])
         taken: dict[int, list[int]] = {w: [] for w in range(workers)}
         turns = {
             "round robin": [w for _ in range(pieces + 1) for w in range(workers)],
@@ -301,8 +347,6 @@ def test_territories_hand_out_every_piece_once_each_writer_walking_over_neighbou
             if piece is not None:
                 taken[writer].append(piece)
         assert sorted(p for got in taken.values() for p in got) == list(range(pieces)), order
-        bounds = [round(w * pieces / workers) for w in range(workers + 1)]
-        home = {p: w for w in range(workers) for p in range(bounds[w], bounds[w + 1])}
         for writer, got in taken.items():
             own = [p for p in got if home[p] == writer]
             assert got[: len(own)] == list(range(bounds[writer], bounds[writer] + len(own))), (order, writer, got)
@@ -311,7 +355,7 @@ def test_territories_hand_out_every_piece_once_each_writer_walking_over_neighbou
             assert len(visits) == len(set(visits)), (order, writer, got)
             assert all(a - b == 1 for a, b in zip(helped, helped[1:]) if home[a] == home[b]), (order, writer, got)
         assert all(territories.take(w) is None for w in range(workers))
-    territories = _Territories(pieces, workers)
+    territories = _Territories([list(range(bounds[w], bounds[w + 1])) for w in range(workers)])
     territories.close()  # an interrupted step: nobody takes anything more
     assert all(territories.take(w) is None for w in range(workers))
 
