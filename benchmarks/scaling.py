@@ -117,6 +117,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cpus", default="", help="comma-separated N (default: 1 .. this machine's CPUs)")
     parser.add_argument("--quiet", type=float, default=0.3, help="before each run, wait until others use fewer cores")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--partition-bytes",
+        default=PARTITION_BYTES,
+        help=f"the step's partitions (default {PARTITION_BYTES}: one chunk each, the most block edges per pixel)",
+    )
     parser.add_argument("--child", nargs=3, metavar=("JOB", "CPUS", "RESULT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -128,8 +133,9 @@ def main(argv: list[str] | None = None) -> None:
     counts = [int(c) for c in args.cpus.split(",")] if args.cpus else list(range(1, available_cpus() + 1))
     layout = Layout()
     items = scene_items(layout)  # generates the scenes once (cached)
-    job = prepare(CASE, items, grid_bbox(layout), PARTITION_BYTES)
-    job_path = ROOT / "work" / CASE / "job.json"
+    case = CASE if args.partition_bytes == PARTITION_BYTES else f"{CASE}_{args.partition_bytes.lower()}"
+    job = prepare(case, items, grid_bbox(layout), args.partition_bytes)
+    job_path = ROOT / "work" / case / "job.json"
     started = datetime.now(UTC)
     runs = []
     for repeat in range(args.repeats):
@@ -145,8 +151,8 @@ def main(argv: list[str] | None = None) -> None:
         "machine": machine(),
         "worker_memory_gb_env": os.environ.get("MOSAIC_WORKER_MEMORY_GB", "(default 2)"),
         "config": {
-            "case": CASE,
-            "partition_bytes": PARTITION_BYTES,
+            "case": case,
+            "partition_bytes": args.partition_bytes,
             "partitions": len(job["blocks"]),
             "repeats": args.repeats,
         },
@@ -155,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
-    shutil.rmtree(ROOT / "work" / CASE / "store.zarr", ignore_errors=True)
+    shutil.rmtree(ROOT / "work" / case / "store.zarr", ignore_errors=True)
 
 
 if __name__ == "__main__":
