@@ -94,7 +94,8 @@ def worker_config(
         # pool for the process: at GDAL's default of 100, two writer threads each keeping 20 scenes of 4
         # band files open (the scaling benchmark) closed each other's files, and with them the tiles
         # decoded from them: 5,072 tile decodes where 3,360 suffice (GDAL's most, 1,000, fixed that).
-        # Bounded by the open-file limit, and the pool's own RAM estimate kept to the cache's size.
+        # Bounded by the open-file limit. The pool's RAM limit is set too: GDAL's default, a quarter of the
+        # usable RAM minus GDAL_CACHEMAX, is nothing on a pod whose cache is a quarter of its memory.
         "GDAL_MAX_DATASET_POOL_SIZE": str(dataset_pool_size()),
         "GDAL_MAX_DATASET_POOL_RAM_USAGE": f"{int(1024 * memory_gb / 4)}MB",
         "GDAL_NUM_THREADS": "ALL_CPUS" if threads is None else str(threads),
