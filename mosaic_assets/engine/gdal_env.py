@@ -94,8 +94,9 @@ def worker_config(
         # pool for the process: at GDAL's default of 100, two writer threads each keeping 20 scenes of 4
         # band files open (the scaling benchmark) closed each other's files, and with them the tiles
         # decoded from them: 5,072 tile decodes where 3,360 suffice (GDAL's most, 1,000, fixed that).
-        # Bounded by the open-file limit. The pool's RAM limit is set too: GDAL's default, a quarter of the
-        # usable RAM minus GDAL_CACHEMAX, is nothing on a pod whose cache is a quarter of its memory.
+        # Bounded by the open-file limit. The pool's RAM limit is set too: by GDAL's documented default, a
+        # quarter of the usable RAM minus GDAL_CACHEMAX, it would be nothing on a pod whose cache is a
+        # quarter of its memory (not measured: no pod here).
         "GDAL_MAX_DATASET_POOL_SIZE": str(dataset_pool_size()),
         "GDAL_MAX_DATASET_POOL_RAM_USAGE": f"{int(1024 * memory_gb / 4)}MB",
         "GDAL_NUM_THREADS": "ALL_CPUS" if threads is None else str(threads),
@@ -140,10 +141,11 @@ def all_local(paths: Iterable[str]) -> bool:
 def gdal_env(
     memory_gb: float | None = None, stac: StacSource | None = None, local_scenes: bool = False
 ) -> rasterio.Env:
-    """A rasterio.Env with the worker config applied (rasterio wants CPL_DEBUG as a bool and
-    GDAL_CACHEMAX as an int; the string form is what a pod's environment carries), plus the
-    object-store endpoint when only botocore's spelling of it is set (see object_store), plus what
-    the mosaic's ``stac`` source needs (``source_config``); ``local_scenes`` as in ``worker_config``."""
+    """A rasterio.Env with the worker config applied (rasterio wants CPL_DEBUG as a bool; the string
+    form is what a pod's environment carries), plus the object-store endpoint when only botocore's
+    spelling of it is set (see object_store), plus what the mosaic's ``stac`` source needs
+    (``source_config``); ``local_scenes`` as in ``worker_config``. GDAL_CACHEMAX is not in the Env: it
+    is set for the process (``use_cache_max``)."""
     # GDAL's own threads share this process's CPUs, not the machine's: a pool worker has one
     # (capacity.worker_cpus), so N workers never run N x ALL_CPUS threads
     memory = memory_gb if memory_gb is not None else worker_memory_gb()

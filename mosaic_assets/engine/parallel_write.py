@@ -156,12 +156,14 @@ def territories_of(pieces: list[BlockTask], writers: int) -> list[list[int]]:
     def split(indexes: list[int], writers: int) -> list[list[int]]:
         if writers == 1 or len(indexes) <= 1:
             return [sorted(indexes, key=where)] + [[] for _ in range(writers - 1)]
-        rows = [pieces[i].block.rows for i in indexes]
-        cols = [pieces[i].block.cols for i in indexes]
-        tall = max(r.stop for r in rows) - min(r.start for r in rows) > max(c.stop for c in cols) - min(
-            c.start for c in cols
-        )
-        across = sorted(indexes, key=lambda i: (where(i)[0], *(where(i)[1:] if tall else where(i)[:0:-1])))
+        height = max(pieces[i].block.rows.stop for i in indexes) - min(pieces[i].block.rows.start for i in indexes)
+        width = max(pieces[i].block.cols.stop for i in indexes) - min(pieces[i].block.cols.start for i in indexes)
+
+        def along(i: int) -> tuple[int, int, int]:  # the order a cut across the longer side splits
+            step, row, col = where(i)
+            return (step, row, col) if height > width else (step, col, row)
+
+        across = sorted(indexes, key=along)
         first = writers // 2
         cut = round(len(indexes) * first / writers)
         return split(across[:cut], first) + split(across[cut:], writers - first)
