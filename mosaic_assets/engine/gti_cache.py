@@ -70,11 +70,11 @@ def _identity(files: GtiFiles) -> tuple | None:
 
 
 class OpenGtis(threading.local):
-    """The GTIs kept open in this thread (one per read group of the step being written), each with
-    the identity it was opened under."""
+    """The GTIs kept open in this thread (one per read group of the step being written, and per z-order
+    layer a writer reads: ``layered_write``), each with the identity it was opened under."""
 
     def __init__(self) -> None:
-        self.entries: dict[str, tuple[tuple, object]] = {}  # xml path -> (identity, dataset)
+        self.entries: dict[tuple[str, str], tuple[tuple, object]] = {}  # (xml, filter) -> (identity, dataset)
         self.reads = 0
         self.buffer = np.empty(0, dtype=np.uint8)  # block_buffer's memory
 
@@ -93,15 +93,20 @@ class OpenGtis(threading.local):
             self.buffer = np.empty(size, dtype=np.uint8)
         return self.buffer[:size].view(dtype).reshape(shape)
 
-    def read(self, files: GtiFiles, window: Window, out: np.ndarray | None = None) -> np.ndarray:
+    def read(
+        self, files: GtiFiles, window: Window, out: np.ndarray | None = None, where: str | None = None
+    ) -> np.ndarray:
         """Read ``window`` (all bands) through the kept GTI of ``files.xml``, opening it when it is not
-        the one kept; into ``out`` when given. Call under the writer's GDAL config (``gdal_env``)."""
+        the one kept; into ``out`` when given. ``where``: the GTI's ``FILTER`` (an SQL condition on the
+        index: one z-order layer of the scenes, ``layered_write``), kept open apart from the whole GTI.
+        Call under the writer's GDAL config (``gdal_env``)."""
+        options = {"FILTER": where} if where else {}
         key = _identity(files)
         if key is None:
             self.close()
-            with rasterio.open(vsi_path(files.xml)) as mosaic:
+            with rasterio.open(vsi_path(files.xml), **options) as mosaic:
                 return mosaic.read(window=window, out=out)
-        name = str(files.xml)
+        name = (str(files.xml), where or "")
         kept = self.entries.get(name)
         if self.reads >= MAX_READS * max(1, len(self.entries)) or (kept is not None and kept[0][1] != key[1]):
             self.close()  # a rebuilt index (or the read budget): every kept group goes
@@ -109,7 +114,7 @@ class OpenGtis(threading.local):
         if kept is None or kept[0] != key:
             if kept is not None:
                 kept[1].close()
-            kept = self.entries[name] = (key, rasterio.open(vsi_path(files.xml)))
+            kept = self.entries[name] = (key, rasterio.open(vsi_path(files.xml), **options))
         try:
             data = kept[1].read(window=window, out=out)
         except BaseException:

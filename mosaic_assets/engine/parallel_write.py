@@ -33,44 +33,18 @@ import collections
 import functools
 import os
 import threading
-import traceback
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 
+from .block_tasks import BlockOutcome, BlockTask, failed_outcomes, write_one
 from .capacity import CPUS_ENV, cpus_in_this_thread, worker_cpus
 from .gdal_env import MEMORY_ENV, memory_in_this_thread, worker_memory_gb
-from .grid import Block, MosaicGrid
-from .gti import GtiFiles
+from .grid import MosaicGrid
+from .layered_write import LayeredWrite, can_layer
 from .spec import MosaicSpec
-from .store import WHOLE_MOSAIC, Placement, StoreMismatch
 from .workers import start_method, worker_pool
-from .writer import BlockWriteResult, SceneReadError, write_block
-
-
-@dataclass(frozen=True)
-class BlockTask:
-    """One block to write: ``key`` names it in messages (the partition key); ``placement``: where in the
-    store (a cube's source writes its own bands)."""
-
-    key: str
-    files: GtiFiles
-    time_index: int
-    block: Block
-    placement: Placement = WHOLE_MOSAIC
-
-
-@dataclass(frozen=True)
-class BlockOutcome:
-    """What became of a task: its result, or the error (``kind``: ``scene``, ``store`` or ``bug``, the
-    last with the worker's traceback) and whether a retry may help."""
-
-    key: str
-    result: BlockWriteResult | None = None
-    error: str | None = None
-    kind: str = ""
-    transient: bool = False
-
+from .writer import BlockWriteResult
 
 PIECE_BYTES = 256 * 1024**2  # uncompressed bytes a writer reads and writes at once (RSS ~3x that)
 WRITERS_ENV = "MOSAIC_WRITERS"
@@ -113,29 +87,47 @@ def write_blocks(
 def _on_threads(
     spec: MosaicSpec, grid: MosaicGrid, store: str, pieces: list[BlockTask], workers: int
 ) -> list[BlockOutcome]:
-    """The pieces in ``workers`` territories of neighbours (``_Territories``), written by this thread and
-    ``workers - 1`` helper threads (``_helper_threads``), each with one CPU for GDAL's threads."""
+    """The pieces written by this thread and ``workers - 1`` helper threads (``_helper_threads``), each
+    with one CPU for GDAL's threads: split by z-order layers of the scenes when the pieces are deep
+    enough (``layered_write``: every scene tile decoded once), else in territories of neighbouring
+    pieces (``_Territories``)."""
+    if can_layer(spec):
+        layered = LayeredWrite(spec, grid, store, pieces, workers)
+        if layered.worthwhile:
+            _in_threads(workers, layered.run, layered.close)
+            return layered.results()
     territories = _Territories(territories_of(pieces, workers))
     done: dict[int, BlockOutcome] = {}
 
     def write_taken(writer: int) -> None:
-        with cpus_in_this_thread(1):
-            while (taken := territories.take(writer)) is not None:
-                try:
-                    done[taken] = write_one(spec, grid, store, pieces[taken])
-                except BaseException as exc:  # write_one catches errors; this is an interrupt or worse
-                    done[taken] = _failed([pieces[taken]], f"{type(exc).__name__}: {exc}", "bug", False)[0]
-                    raise
+        while (taken := territories.take(writer)) is not None:
+            try:
+                done[taken] = write_one(spec, grid, store, pieces[taken])
+            except BaseException as exc:  # write_one catches errors; this is an interrupt or worse
+                done[taken] = failed_outcomes([pieces[taken]], f"{type(exc).__name__}: {exc}", "bug", False)[0]
+                raise
 
-    helping = [_helper_threads(workers - 1).submit(write_taken, writer) for writer in range(1, workers)]
+    _in_threads(workers, write_taken, territories.close)
+    return [done[i] for i in sorted(done)]
+
+
+def _in_threads(workers: int, write: Callable[[int], None], close: Callable[[], None]) -> None:
+    """``write(0)`` in this thread and ``write(1)`` .. ``write(workers - 1)`` in helper threads, each with
+    one CPU for GDAL's threads; ``close()`` when this thread's part ends (interrupted: a cancelled run,
+    so the others take nothing more either), then waits for the helpers and raises what one raised."""
+
+    def each(writer: int) -> None:
+        with cpus_in_this_thread(1):
+            write(writer)
+
+    helping = [_helper_threads(workers - 1).submit(each, writer) for writer in range(1, workers)]
     try:
-        write_taken(0)
+        each(0)
     finally:
-        territories.close()  # interrupted (a cancelled run): the other writers take nothing more either
+        close()
         wait(helping)
     for future in helping:
         future.result()  # a helper's interrupt, after its piece's outcome was recorded
-    return [done[i] for i in sorted(done)]
 
 
 def territories_of(pieces: list[BlockTask], writers: int) -> list[list[int]]:
@@ -300,7 +292,7 @@ def _feed_pool(
                     in_flight[pool.submit(write_run, spec, grid, store, queue.runs[taken])] = taken
                 except BrokenProcessPool as exc:  # a worker died between two runs: this run never started
                     broken = True
-                    queue.finish(taken, _failed(queue.runs[taken], f"its worker process died: {exc}", "", True))
+                    queue.finish(taken, failed_outcomes(queue.runs[taken], f"its worker process died: {exc}", "", True))
             if not in_flight:
                 return
             finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -310,22 +302,20 @@ def _feed_pool(
                     queue.finish(index, future.result())
                 except BrokenProcessPool as exc:
                     broken = True
-                    queue.finish(index, _failed(queue.runs[index], f"its worker process died: {exc}", "", True))
+                    queue.finish(index, failed_outcomes(queue.runs[index], f"its worker process died: {exc}", "", True))
                 except Exception as exc:  # the run never reached a worker (pickling, a pool that cannot start)
-                    queue.finish(index, _failed(queue.runs[index], f"{type(exc).__name__}: {exc}", "bug", False))
+                    queue.finish(
+                        index, failed_outcomes(queue.runs[index], f"{type(exc).__name__}: {exc}", "bug", False)
+                    )
     except Exception as exc:  # the pool did not start: this process writes every run left
         for index in in_flight.values():
-            queue.finish(index, _failed(queue.runs[index], f"{type(exc).__name__}: {exc}", "bug", False))
+            queue.finish(index, failed_outcomes(queue.runs[index], f"{type(exc).__name__}: {exc}", "bug", False))
     finally:
         if pool is not None:
             if broken:
                 for process in list((getattr(pool, "_processes", None) or {}).values()):
                     process.kill()  # one may hold the pool's queue lock the dead one left taken
             pool.shutdown(wait=not broken, cancel_futures=True)
-
-
-def _failed(run: list[BlockTask], error: str, kind: str, transient: bool) -> list[BlockOutcome]:
-    return [BlockOutcome(piece.key, error=error, kind=kind, transient=transient) for piece in run]
 
 
 def _setup_for(share: float) -> functools.partial:
@@ -418,20 +408,6 @@ def _combined(key: str, outcomes: list[BlockOutcome]) -> BlockOutcome:
             skipped=tuple(skipped[i] for i in sorted(skipped)),
         ),
     )
-
-
-def write_one(spec: MosaicSpec, grid: MosaicGrid, store: str, task: BlockTask) -> BlockOutcome:
-    """One block, its error caught into the outcome (exceptions with extra state do not pickle whole)."""
-    try:
-        return BlockOutcome(
-            task.key, write_block(spec, grid, store, task.files, task.time_index, task.block, task.placement)
-        )
-    except SceneReadError as exc:
-        return BlockOutcome(task.key, error=str(exc), kind="scene", transient=exc.transient)
-    except StoreMismatch as exc:
-        return BlockOutcome(task.key, error=str(exc), kind="store")
-    except Exception as exc:  # a bug: the caller raises it with the worker's traceback
-        return BlockOutcome(task.key, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", kind="bug")
 
 
 def _worker_setup(memory_gb: float) -> None:

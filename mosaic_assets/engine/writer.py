@@ -276,6 +276,7 @@ def read_block(
     signed: list[dict] | None = None,
     scenes: list[dict] | None = None,
     out: np.ndarray | None = None,
+    where: str | None = None,
 ) -> np.ndarray:
     """(band, y, x) pixels of the block, one GTI read per read group (``bandgroups``; a stack where every
     scene of the block has it, ``read_plan``) stacked in the spec's band order, under the writer's GDAL
@@ -284,7 +285,10 @@ def read_block(
     with freshly signed paths: read through a GTI of just those scenes, held in memory (``signed_gti``).
     A spec with a mask, a reducer or the count band composites the block scene by scene instead
     (``composite_read``): ``scenes`` (``block_scenes``) or ``signed`` must then name them. ``out``: a
-    (band, y, x) array of the spec's dtype to read into (``write_block`` passes its kept buffer)."""
+    (band, y, x) array of the spec's dtype to read into (``write_block`` passes its kept buffer).
+    ``where``: read one z-order layer of the scenes only (a GTI ``FILTER`` on the index, through a kept
+    GTI of its own: ``layered_write``); ``scenes`` then still names all of the block's, so every layer
+    reads the same groups."""
     if needs_scene_reads(spec):
         if signed is None and scenes is None:
             raise ValueError(f"block {block.key}: a composite needs the block's scenes (block_scenes)")
@@ -306,7 +310,7 @@ def read_block(
                     data = gti.read(window=window, out=into)
             elif not exclude:
                 # the kept GTI (gti_cache): the common path
-                data = open_gtis.read(GtiFiles(files.index, xml), window, out=into)
+                data = open_gtis.read(GtiFiles(files.index, xml), window, out=into, where=where)
             else:
                 with rasterio.open(vsi_path(xml), FILTER=_without(exclude)) as mosaic:
                     data = mosaic.read(window=window, out=into)
@@ -427,6 +431,23 @@ def write_block(
     # read into this thread's kept block buffer (gti_cache): the block is written before the next is read
     out = None if needs_scene_reads(spec) else open_gtis.block_buffer((len(spec.bands), *block.shape), spec.dtype)
     read = block_pixels(spec, grid, files, block, out)
+    return write_pixels(spec, grid, store, time_index, block, read, placement, started)
+
+
+def write_pixels(
+    spec: MosaicSpec,
+    grid: MosaicGrid,
+    store: str,
+    time_index: int,
+    block: Block,
+    read: BlockPixels,
+    placement: Placement = WHOLE_MOSAIC,
+    started: float | None = None,
+) -> BlockWriteResult:
+    """Write a block's pixels, read whole (``block_pixels``, or merged from z-order layers:
+    ``layered_write``), into its region, and say what was written. ``started``: when the block's work
+    began (``time.perf_counter``), for the result's seconds."""
+    started = time.perf_counter() if started is None else started
     pixels = block.shape[0] * block.shape[1]
     if read.data is None:
         return BlockWriteResult(0, pixels, 0, 0, 0, time.perf_counter() - started)
