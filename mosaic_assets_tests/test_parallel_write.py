@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from mosaic_assets.demo.scenes import SceneSetConfig, generate_scenes, scene_item
+from mosaic_assets.engine import layered_write
 from mosaic_assets.engine.capacity import available_cpus, cgroup_cpu_quota, worker_cpus
 from mosaic_assets.engine.keys import BlockIndex
 from mosaic_assets.engine.parallel_write import BlockTask, _Territories, runs_of, territories_of, write_blocks
@@ -36,10 +37,13 @@ def pool_for_small_work(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MOSAIC_WORKER_POOL_MIN_BYTES", "0")
 
 
-@pytest.fixture(params=["threads", "processes"])
+@pytest.fixture(params=["threads", "layers", "processes"])
 def writers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Each test of several writers runs with both kinds (``MOSAIC_WRITERS``)."""
-    monkeypatch.setenv("MOSAIC_WRITERS", request.param)
+    """Each test of several writers runs with both kinds (``MOSAIC_WRITERS``), threads both ways: in
+    territories of pieces, and in z-order layers of the scenes (``layered_write``, taken here whatever
+    the pieces' depth, so a piece with one scene has an empty layer and writers help each other)."""
+    monkeypatch.setenv("MOSAIC_WRITERS", "processes" if request.param == "processes" else "threads")
+    monkeypatch.setattr(layered_write, "MIN_SCENES_PER_LAYER", 0 if request.param == "layers" else 10**9)
     return request.param
 
 
