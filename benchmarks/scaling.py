@@ -31,6 +31,7 @@ from benchmarks.mixed_resolution import machine, wait_quiet
 RESULTS = Path(__file__).resolve().parent / "results" / "scaling.json"
 CASE = "scaling_mosaic"
 PARTITION_BYTES = "8MiB"  # one 1024² chunk of 4 uint16 bands per partition
+DEPLOY_MEMORY_PER_CPU = 8 / 3  # GB per CPU of a chunk-writer pod (defs.execution: WRITER_MEMORY_GB / WRITER_CPU)
 
 
 def child(job_path: str, cpus: int) -> dict:
@@ -71,13 +72,23 @@ def child(job_path: str, cpus: int) -> dict:
     }
 
 
-def run_once(job_path: Path, cpus: int, quiet: float) -> dict:
+def run_once(job_path: Path, cpus: int, quiet: float, memory_per_cpu: float) -> dict:
+    """One step in a fresh process; with ``memory_per_cpu``, given that much memory per CPU of its limit
+    (``MOSAIC_WORKER_MEMORY_GB``), as a writer pod of N CPUs is given N times the memory of one."""
     busy, waited = wait_quiet(quiet, 300)
     out = job_path.parent / f"result-{cpus}.json"
     cmd = [sys.executable, "-m", "benchmarks.scaling", "--child", str(job_path), str(cpus), str(out)]
-    subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1])
+    env = dict(os.environ)
+    if memory_per_cpu:
+        env["MOSAIC_WORKER_MEMORY_GB"] = f"{memory_per_cpu * cpus:.3f}"
+    subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1], env=env)
     result = json.loads(out.read_text())
-    return {**result, "others_before": busy, "waited_s": waited}
+    return {
+        **result,
+        "memory_gb": env.get("MOSAIC_WORKER_MEMORY_GB", "(default 2)"),
+        "others_before": busy,
+        "waited_s": waited,
+    }
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -122,6 +133,13 @@ def main(argv: list[str] | None = None) -> None:
         default=PARTITION_BYTES,
         help=f"the step's partitions (default {PARTITION_BYTES}: one chunk each, the most block edges per pixel)",
     )
+    parser.add_argument(
+        "--memory-per-cpu",
+        type=float,
+        default=DEPLOY_MEMORY_PER_CPU,
+        help=f"GB of memory per CPU of the step's limit (default {DEPLOY_MEMORY_PER_CPU:.2f}: the chunk-writer pod's "
+        "shape in deploy/); 0: every N gets the same (MOSAIC_WORKER_MEMORY_GB, default 2)",
+    )
     parser.add_argument("--child", nargs=3, metavar=("JOB", "CPUS", "RESULT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -140,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = []
     for repeat in range(args.repeats):
         for cpus in counts if repeat % 2 == 0 else counts[::-1]:
-            run = run_once(job_path, cpus, args.quiet)
+            run = run_once(job_path, cpus, args.quiet, args.memory_per_cpu)
             print(f"  repeat {repeat + 1} cpus {cpus}: wall {run['wall_s']:.2f} s cpu {run['cpu_s']:.2f} s", flush=True)
             runs.append({**run, "repeat": repeat + 1})
     rows = summarise(runs)
@@ -155,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
             "partition_bytes": args.partition_bytes,
             "partitions": len(job["blocks"]),
             "repeats": args.repeats,
+            "memory_per_cpu_gb": args.memory_per_cpu or None,
         },
         "runs": runs,
         "summary": {str(n): r for n, r in rows.items()},
