@@ -1,5 +1,5 @@
 """Writer threads split by z-order layers of the scenes (``engine.layered_write``): the merged layers are
-what GDAL's own GTI read of all the scenes gives, byte for byte, on deep scenes in two UTM zones with
+what GDAL's own GTI read of all the scenes gives, byte for byte, on scenes 8-16 deep in two UTM zones with
 clouds and nodata edges; the layers' rank ranges cover every scene once with about equal cost; a step of
 deep pieces takes this path and a shallow one does not; a layer that fails fails its piece alone."""
 
@@ -23,14 +23,14 @@ from mosaic_assets.engine.store import VARIABLE
 
 from .conftest import EngineSetup, chunk_hashes, engine_setup_for, spec_document
 
-# 12 scenes of one day scattered over a few km in UTM 32 and 33, with clouds: every block of the
+# 16 scenes of one day scattered over a few km in UTM 32 and 33, with clouds: every block of the
 # test mosaic is several scenes deep, half of them warped from the other zone
 DEEP = SceneSetConfig(
     collection="layered-scenes",
     dates=(date(2024, 6, 1),),
-    scenes_per_date=12,
-    scene_size=700,
-    spread_m=2500.0,
+    scenes_per_date=16,
+    scene_size=800,
+    spread_m=1500.0,
     seed=11,
     clouds=True,
 )
@@ -75,9 +75,8 @@ def test_layers_merged_are_gdals_gti_read_of_all_scenes(deep_scenes: list, write
     job = _written(setup, writers)
     outcomes = job.results()
     assert all(o.error is None for o in outcomes), [o.error for o in outcomes if o.error]
-    depths = [len(p.scenes) for p in job.pieces]
-    # deep on average (as write_blocks asks), and pieces at the edge with a layer empty (helped)
-    assert sum(depths) / len(depths) >= 2 * writers and min(depths) < writers, depths
+    depths = [p.covered / (p.task.block.shape[0] * p.task.block.shape[1]) for p in job.pieces]
+    assert job.worthwhile and sum(depths) / len(depths) >= 2 * writers, depths  # deep: what write_blocks layers
     warped = {s["assets"]["data"]["crs"] for p in job.pieces for s in p.scenes}
     assert warped == {"EPSG:32632", "EPSG:32633"}, "scenes on the mosaic's grid and warped ones"
     expected = _gdal_mosaic(setup)
@@ -102,7 +101,7 @@ def test_write_blocks_takes_layers_for_deep_pieces_and_gives_the_bytes_of_one_wr
     assert chunk_hashes(setup.store) == chunk_hashes(serial.store)
 
     ran.clear()  # the same pieces, asked for more scenes per writer than they have: territories
-    monkeypatch.setattr(layered_write, "MIN_SCENES_PER_LAYER", 10**6)
+    monkeypatch.setattr(layered_write, "MIN_DEPTH_PER_WRITER", 10**6)
     shallow = _setup(deep_scenes, tmp_path / "shallow")
     assert all(o.error is None for o in write_blocks(shallow.spec, shallow.grid, shallow.store, _tasks(shallow), 2))
     assert ran == [] and chunk_hashes(shallow.store) == chunk_hashes(serial.store)

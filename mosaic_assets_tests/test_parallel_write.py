@@ -43,7 +43,7 @@ def writers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     territories of pieces, and in z-order layers of the scenes (``layered_write``, taken here whatever
     the pieces' depth, so a piece with one scene has an empty layer and writers help each other)."""
     monkeypatch.setenv("MOSAIC_WRITERS", "processes" if request.param == "processes" else "threads")
-    monkeypatch.setattr(layered_write, "MIN_SCENES_PER_LAYER", 0 if request.param == "layers" else 10**9)
+    monkeypatch.setattr(layered_write, "MIN_DEPTH_PER_WRITER", 0 if request.param == "layers" else 10**9)
     return request.param
 
 
