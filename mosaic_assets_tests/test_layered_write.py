@@ -169,3 +169,19 @@ def test_merge_draws_each_bands_top_most_layer_that_holds_data(nodata: float) ->
     merged = merge_layers([layers[0].copy(), None, layers[1], layers[2]], nodata)
     np.testing.assert_array_equal(merged, expected)
     assert merge_layers([None, None], nodata) is None
+
+
+def test_layers_of_one_piece_at_a_time_when_memory_is_short_give_the_same_bytes(
+    deep_scenes: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two pieces' layers would take more than their share of the worker's memory: one piece at a time
+    (its readers wait while its last reader writes it), the same pixels."""
+    setup = _setup(deep_scenes, tmp_path)
+    monkeypatch.setenv("MOSAIC_WORKER_MEMORY_GB", "0.005")  # 5 MB: 2 pieces x 2 writers' layers x 2 are 4 MiB
+    job = _written(setup, 2)
+    assert job.window == 1
+    assert all(o.error is None for o in job.results())
+    stored = zarr.open_array(setup.store, path=VARIABLE, mode="r")[0]
+    np.testing.assert_array_equal(stored, _gdal_mosaic(setup))
+    monkeypatch.setenv("MOSAIC_WORKER_MEMORY_GB", "2")
+    assert LayeredWrite(setup.spec, setup.grid, setup.store, _tasks(setup), 2).window == layered_write.WINDOW

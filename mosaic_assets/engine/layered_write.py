@@ -7,7 +7,9 @@ pieces (``parallel_write.territories_of``), every tile crossing the cut between 
 territories is, and the two writers' stacks of scenes share one cache budget: on the scaling
 benchmark's 12 one-chunk partitions 20 scenes deep, two writers decoded 5,414 tiles where one decodes
 3,520, and were 1.41x one. Split by layers, a scene belongs to one writer for the whole step, so each
-tile is decoded once and each writer's cache holds half the scenes.
+tile is decoded once and each writer's cache holds half the scenes: there two writers decode 2,640
+tiles with a cache that holds them all, as one writer does (at 2 GB, a 512 MB cache, 4,384), and are
+1.6x one with the same memory, 1.9x with a writer pod's memory per CPU (``benchmarks.scaling``).
 
 Exact: GTI draws a piece's scenes bottom to top, each from its own file and warped on its own, and a
 scene's pixel replaces what is below it wherever that band is not nodata. A layer read through the
@@ -19,7 +21,8 @@ Balance: layers are equal counts of the step's scenes, but scenes do not cost th
 scene several times one on the mosaic's grid). A writer keeps to its own layer, piece after piece,
 and one that runs more than ``WINDOW`` pieces ahead of the oldest unwritten piece takes another
 layer's read of that piece instead (only that read's tiles on its edges are then decoded twice), so
-nobody idles and at most ``WINDOW`` pieces' layers are held. The writer finishing a piece's last layer
+nobody idles and at most ``WINDOW`` pieces' layers are held (one piece's, when that many layers would
+take more than ``LAYER_MEMORY_FRACTION`` of the worker's memory). The writer finishing a piece's last layer
 merges and writes it.
 
 Failures: a layer that cannot be read (or whose scene contradicts STAC) sends its piece to the
@@ -40,12 +43,14 @@ from odc.geo import CRS
 
 from .block_tasks import BlockOutcome, BlockTask, write_one
 from .composite_read import needs_scene_reads
+from .gdal_env import worker_memory_gb
 from .grid import Block, MosaicGrid
 from .gti import SORT_FIELD, GtiFiles, staged_locally
 from .spec import MosaicSpec
 from .writer import BlockPixels, BlockWriteResult, block_scenes, read_block, verify_scenes, write_pixels
 
 WINDOW = 2  # pieces a writer may run ahead of the oldest one not yet written
+LAYER_MEMORY_FRACTION = 0.25  # of MOSAIC_WORKER_MEMORY_GB the layers in flight may take (GDAL's cache takes as much)
 MIN_DEPTH_PER_WRITER = 2  # scenes over a pixel per writer, on average, below which layers are not used
 
 
@@ -200,6 +205,16 @@ def cost_bounds(costs: dict[int, float], layers: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
+def layer_window(spec: MosaicSpec, pieces: list[BlockTask], writers: int) -> int:
+    """How many pieces' layers may be in flight: ``WINDOW``, or 1 when ``WINDOW`` pieces' layers (an
+    array of the piece per writer, and as many kept for the next) would take more than
+    ``LAYER_MEMORY_FRACTION`` of the worker's memory (``MOSAIC_WORKER_MEMORY_GB``). With one, a piece's
+    readers wait while its last reader merges and writes it: slower, never more memory."""
+    largest = max((p.block.shape[0] * p.block.shape[1] for p in pieces), default=0)
+    held = 2 * WINDOW * writers * largest * len(spec.bands) * np.dtype(spec.dtype).itemsize
+    return WINDOW if held <= LAYER_MEMORY_FRACTION * worker_memory_gb() * 1024**3 else 1
+
+
 class LayeredWrite:
     """The pieces of a step written by ``writers`` threads, one z-order layer each (module docstring):
     ``run(w)`` in each writer thread, then ``results()``."""
@@ -211,6 +226,7 @@ class LayeredWrite:
         self._cond = threading.Condition()
         self._free: list[np.ndarray] = []  # arrays of written pieces' layers, for the next ones
         self._closed = False
+        self.window = layer_window(spec, pieces, writers)
 
     @property
     def worthwhile(self) -> bool:
@@ -260,7 +276,7 @@ class LayeredWrite:
                 self._finish(index)
 
     def _take(self, writer: int) -> tuple[int, int] | None:
-        """The next (piece, layer) for ``writer``: its own layer of the next piece within ``WINDOW`` of
+        """The next (piece, layer) for ``writer``: its own layer of the next piece within ``window`` of
         the oldest piece not yet written, else the layer with most reads left of the oldest piece with
         one left; waits while everything within reach is being read; None when nothing is left."""
         with self._cond:
@@ -268,7 +284,9 @@ class LayeredWrite:
                 if self._closed or not any(p.pending for p in self.pieces):
                     return None
                 oldest = next(i for i, p in enumerate(self.pieces) if not p.done)
-                reach = [i for i in range(oldest, min(oldest + WINDOW, len(self.pieces))) if self.pieces[i].pending]
+                reach = [
+                    i for i in range(oldest, min(oldest + self.window, len(self.pieces))) if self.pieces[i].pending
+                ]
                 own = [i for i in reach if writer in self.pieces[i].pending]
                 if own:
                     return self._claim(own[0], writer)
