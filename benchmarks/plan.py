@@ -45,11 +45,12 @@ DEFAULT_CPU_S_PER_MPX, DEFAULT_UTILISATION = 0.6, 0.9
 
 
 def measured_rates() -> tuple[float, float, str]:
-    """(CPU s per output Mpx with one writer, CPU used / CPU given at the most writers measured, source)."""
+    """(CPU s per output Mpx, CPU used / CPU given, source), both at the most writers measured: a writer
+    pod runs several (its CPUs' worth), and what one writer alone costs per Mpx is not what they cost."""
     if SCALING.exists():
         summary = json.loads(SCALING.read_text())["summary"]
-        one, most = summary[min(summary, key=int)], summary[max(summary, key=int)]
-        return one["cpu_s_per_mpx"], min(1.0, most["utilisation"]), f"{SCALING.name} ({max(summary, key=int)} CPUs)"
+        most = summary[max(summary, key=int)]
+        return most["cpu_s_per_mpx"], min(1.0, most["utilisation"]), f"{SCALING.name} ({max(summary, key=int)} CPUs)"
     return DEFAULT_CPU_S_PER_MPX, DEFAULT_UTILISATION, "defaults (no scaling.json)"
 
 
