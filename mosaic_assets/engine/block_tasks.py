@@ -45,14 +45,17 @@ def write_one(
     store: str,
     task: BlockTask,
     write: Callable[[], BlockWriteResult] | None = None,
+    scenes: list[dict] | None = None,
 ) -> BlockOutcome:
     """One block, its error caught into the outcome (exceptions with extra state do not pickle whole).
-    ``write``: how to write it, when not ``write_block`` (``layered_write`` writes its merged layers)."""
+    ``write``: how to write it, when not ``write_block`` (``layered_write`` writes its merged layers);
+    ``scenes``: the block's scenes when known (``writer.block_pixels``)."""
     try:
         if write is None:
-            return BlockOutcome(
-                task.key, write_block(spec, grid, store, task.files, task.time_index, task.block, task.placement)
+            written = write_block(
+                spec, grid, store, task.files, task.time_index, task.block, task.placement, scenes=scenes
             )
+            return BlockOutcome(task.key, written)
         return BlockOutcome(task.key, write())
     except SceneReadError as exc:
         return BlockOutcome(task.key, error=str(exc), kind="scene", transient=exc.transient)

@@ -96,18 +96,20 @@ def _on_threads(
     with one CPU for GDAL's threads: split by z-order layers of the scenes when the pieces are deep
     enough (``layered_write``: every scene tile decoded once), else in territories of neighbouring
     pieces (``_Territories``)."""
+    known: list[list[dict] | None] = [None] * len(pieces)  # each piece's scenes, when the plan asked
     if can_layer(spec):
         layered = LayeredWrite(spec, grid, store, pieces, workers)
         if layered.worthwhile:
             _in_threads(workers, layered.run, layered.close)
             return layered.results()
+        known = [piece.scenes for piece in layered.pieces]  # not asked again, piece by piece
     territories = _Territories(territories_of(pieces, workers))
     done: dict[int, BlockOutcome] = {}
 
     def write_taken(writer: int) -> None:
         while (taken := territories.take(writer)) is not None:
             try:
-                done[taken] = write_one(spec, grid, store, pieces[taken])
+                done[taken] = write_one(spec, grid, store, pieces[taken], scenes=known[taken])
             except BaseException as exc:  # write_one catches errors; this is an interrupt or worse
                 done[taken] = failed_outcomes([pieces[taken]], f"{type(exc).__name__}: {exc}", "bug", False)[0]
                 raise

@@ -387,13 +387,20 @@ class BlockPixels:
 
 
 def block_pixels(
-    spec: MosaicSpec, grid: MosaicGrid, files: GtiFiles, block: Block, out: np.ndarray | None = None
+    spec: MosaicSpec,
+    grid: MosaicGrid,
+    files: GtiFiles,
+    block: Block,
+    out: np.ndarray | None = None,
+    scenes: list[dict] | None = None,
 ) -> BlockPixels:
     """The block's pixels exactly as ``write_block`` writes them (scenes verified, signed just before
     the read, bad ones skipped with ``bad_scenes: skip``), without writing them. ``out``: as in
-    ``read_block`` (a composite allocates its own)."""
+    ``read_block`` (a composite allocates its own). ``scenes``: the block's ``block_scenes``, when the
+    caller has them already (``layered_write``'s plan asks the index once for a run's pieces)."""
     files = staged_locally(spec, grid, files)  # an object-store GTI is read from a local copy of its index
-    scenes = block_scenes(grid, files, block, with_geometry=spec.stac.modifier is not None)
+    if scenes is None:
+        scenes = block_scenes(grid, files, block, with_geometry=spec.stac.modifier is not None)
     if not scenes:
         return BlockPixels(None, 0)
     if spec.stac.modifier:
@@ -424,13 +431,15 @@ def write_block(
     time_index: int,
     block: Block,
     placement: Placement = WHOLE_MOSAIC,
+    scenes: list[dict] | None = None,
 ) -> BlockWriteResult:
     """Write the block's region (``placement``: where a cube's source writes); with ``spec.bad_scenes ==
-    "skip"`` bad scenes are left out and listed in the result instead of failing it."""
+    "skip"`` bad scenes are left out and listed in the result instead of failing it. ``scenes``: as in
+    ``block_pixels``."""
     started = time.perf_counter()
     # read into this thread's kept block buffer (gti_cache): the block is written before the next is read
     out = None if needs_scene_reads(spec) else open_gtis.block_buffer((len(spec.bands), *block.shape), spec.dtype)
-    read = block_pixels(spec, grid, files, block, out)
+    read = block_pixels(spec, grid, files, block, out, scenes)
     return write_pixels(spec, grid, store, time_index, block, read, placement, started)
 
 
