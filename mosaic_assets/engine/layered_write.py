@@ -9,7 +9,8 @@ benchmark's 12 one-chunk partitions 20 scenes deep, two writers decoded 5,414 ti
 3,520, and were 1.41x one. Split by layers, a scene belongs to one writer for the whole step, so each
 tile is decoded once and each writer's cache holds half the scenes: there two writers decode 2,640
 tiles with a cache that holds them all, as one writer does (at 2 GB, a 512 MB cache, 4,384), and are
-1.6x one with the same memory, 1.9x with a writer pod's memory per CPU (``benchmarks.scaling``).
+1.88x one with a writer pod's memory per CPU or 8 GB for both, 1.67x with 2 GB for both
+(``benchmarks.scaling``, 2026-12-07).
 
 Exact: GTI draws a piece's scenes bottom to top, each from its own file and warped on its own, and a
 scene's pixel replaces what is below it wherever that band is not nodata. A layer read through the
@@ -17,13 +18,15 @@ GTI's ``FILTER`` (its rank range of ``SORT_FIELD``, the step's z-order) draws th
 same way, so the piece is each band's top-most layer wherever that layer holds data
 (``merge_layers``; tested byte for byte against one GTI read).
 
-Balance: layers are equal counts of the step's scenes, but scenes do not cost the same (a reprojected
-scene several times one on the mosaic's grid). A writer keeps to its own layer, piece after piece,
-and one that runs more than ``WINDOW`` pieces ahead of the oldest unwritten piece takes another
-layer's read of that piece instead (only that read's tiles on its edges are then decoded twice), so
-nobody idles and at most ``WINDOW`` pieces' layers are held (one piece's, when that many layers would
-take more than ``LAYER_MEMORY_FRACTION`` of the worker's memory). The writer finishing a piece's last layer
-merges and writes it.
+Balance: scenes do not cost the same (a scene warped from another grid 2.5x one on the mosaic's, a
+scene at the edge covers little), so the layers are cut where their estimated costs over this call's
+pieces are about equal (``cost_bounds``; equal counts put nearly two thirds of the scaling
+benchmark's work in one layer). The estimate is never exact, so a writer keeps to its own layer,
+piece after piece, and one whose next read would be ``WINDOW`` pieces past the oldest unwritten one
+takes another layer's read of the oldest instead (only that read's tiles on its edges are then
+decoded twice), so nobody idles and at most ``WINDOW`` pieces' layers are held (one piece's, when
+that many would take more than ``LAYER_MEMORY_FRACTION`` of the worker's memory). The writer
+finishing a piece's last layer merges and writes it.
 
 Failures: a layer that cannot be read (or whose scene contradicts STAC) sends its piece to the
 whole-piece path (``block_tasks.write_one``), which names the culprit, skips bad scenes when the spec
