@@ -14,8 +14,9 @@ import rasterio
 import rasterio.windows
 import zarr
 
-from mosaic_assets.demo.scenes import SceneSetConfig, generate_scenes, scene_item
+from mosaic_assets.demo.scenes import SCL_ASSET, SceneSetConfig, generate_scenes, scene_item
 from mosaic_assets.engine import layered_write
+from mosaic_assets.engine.bandgroups import read_plan
 from mosaic_assets.engine.layered_write import LayeredWrite, cost_bounds, layer_bounds, merge_layers
 from mosaic_assets.engine.parallel_write import BlockTask, write_blocks
 from mosaic_assets.engine.spec import parse_specs
@@ -42,7 +43,8 @@ def deep_scenes(tmp_path_factory: pytest.TempPathFactory) -> list:
 
 
 def _setup(scenes: list, tmp: Path, **overrides) -> EngineSetup:
-    doc = spec_document("http://127.0.0.1:1", partition_bytes="512KiB", **overrides)  # one 256² chunk per block
+    overrides.setdefault("partition_bytes", "512KiB")  # one 256² chunk of 4 uint16 bands per block
+    doc = spec_document("http://127.0.0.1:1", **overrides)
     items = [scene_item(s, DEEP.collection, datetime.now(UTC)) for s in scenes]
     return engine_setup_for(parse_specs(doc)[0], items, tmp)
 
@@ -185,3 +187,19 @@ def test_layers_of_one_piece_at_a_time_when_memory_is_short_give_the_same_bytes(
     np.testing.assert_array_equal(stored, _gdal_mosaic(setup))
     monkeypatch.setenv("MOSAIC_WORKER_MEMORY_GB", "2")
     assert LayeredWrite(setup.spec, setup.grid, setup.store, _tasks(setup), 2).window == layered_write.WINDOW
+
+
+def test_layers_of_several_read_groups_at_two_resolutions_give_the_bytes_of_one_writer(
+    deep_scenes: list, tmp_path: Path
+) -> None:
+    """The scenes' 10 m bands and their 20 m class asset (Sentinel-2's SCL shape): two read groups,
+    each layer read group by group, merged band by band: the bytes of one writer's whole-piece reads."""
+    bands = [{"name": n, "asset": "data", "index": i + 1} for i, n in enumerate(("blue", "green", "red", "nir"))]
+    bands.append({"name": "scl", "asset": SCL_ASSET, "index": 1, "resampling": "nearest"})
+    serial = _setup(deep_scenes, tmp_path / "serial", bands=bands, partition_bytes="640KiB")  # one chunk
+    assert all(o.error is None for o in write_blocks(serial.spec, serial.grid, serial.store, _tasks(serial), cpus=1))
+    setup = _setup(deep_scenes, tmp_path / "layers", bands=bands, partition_bytes="640KiB")
+    job = _written(setup, 2)
+    assert job.worthwhile and all(o.error is None for o in job.results())
+    assert len(read_plan(setup.spec, job.pieces[len(job.pieces) // 2].scenes)) == 2, "a 10 m and a 20 m group"
+    assert chunk_hashes(setup.store) == chunk_hashes(serial.store)
