@@ -203,3 +203,17 @@ def test_layers_of_several_read_groups_at_two_resolutions_give_the_bytes_of_one_
     assert job.worthwhile and all(o.error is None for o in job.results())
     assert len(read_plan(setup.spec, job.pieces[len(job.pieces) // 2].scenes)) == 2, "a 10 m and a 20 m group"
     assert chunk_hashes(setup.store) == chunk_hashes(serial.store)
+
+
+def test_an_index_that_cannot_be_read_fails_each_piece_not_the_step(
+    deep_scenes: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan reads the step's index before the writers start: when it cannot, every piece still gets
+    its own outcome naming the failure (as one writer's pieces do), and nothing is written."""
+    setup = _setup(deep_scenes, tmp_path)
+    Path(setup.files.index).write_bytes(b"not a GeoPackage")
+    monkeypatch.setenv("MOSAIC_WRITERS", "threads")
+    outcomes = write_blocks(setup.spec, setup.grid, setup.store, _tasks(setup), cpus=2)
+    assert len(outcomes) == len(_tasks(setup)) and all(o.error for o in outcomes)
+    assert all(str(setup.files.index) in o.error or "GeoPackage" in o.error or "gpkg" in o.error for o in outcomes)
+    assert chunk_hashes(setup.store) == {}

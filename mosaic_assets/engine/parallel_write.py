@@ -97,8 +97,8 @@ def _on_threads(
     enough (``layered_write``: every scene tile decoded once), else in territories of neighbouring
     pieces (``_Territories``)."""
     known: list[list[dict] | None] = [None] * len(pieces)  # each piece's scenes, when the plan asked
-    if can_layer(spec):
-        layered = LayeredWrite(spec, grid, store, pieces, workers)
+    layered = _planned(spec, grid, store, pieces, workers)
+    if layered is not None:
         if layered.worthwhile:
             _in_threads(workers, layered.run, layered.close)
             return layered.results()
@@ -116,6 +116,20 @@ def _on_threads(
 
     _in_threads(workers, write_taken, territories.close)
     return [done[i] for i in sorted(done)]
+
+
+def _planned(
+    spec: MosaicSpec, grid: MosaicGrid, store: str, pieces: list[BlockTask], workers: int
+) -> LayeredWrite | None:
+    """The pieces' layered plan, or None when the spec cannot be layered or the plan fails (an index
+    that cannot be read): then each piece asks for its scenes itself and its outcome says what failed,
+    as the territories path always did."""
+    if not can_layer(spec):
+        return None
+    try:
+        return LayeredWrite(spec, grid, store, pieces, workers)
+    except Exception:
+        return None
 
 
 def _in_threads(workers: int, write: Callable[[int], None], close: Callable[[], None]) -> None:
