@@ -17,7 +17,7 @@ import zarr
 from mosaic_assets.demo.scenes import SCL_ASSET, SceneSetConfig, generate_scenes, scene_item
 from mosaic_assets.engine import layered_write
 from mosaic_assets.engine.bandgroups import read_plan
-from mosaic_assets.engine.layered_write import LayeredWrite, cost_bounds, layer_bounds, merge_layers
+from mosaic_assets.engine.layered_write import LayeredWrite, cost_bounds, merge_layers
 from mosaic_assets.engine.parallel_write import BlockTask, write_blocks
 from mosaic_assets.engine.spec import parse_specs
 from mosaic_assets.engine.store import VARIABLE
@@ -138,8 +138,8 @@ def test_a_layer_that_fails_fails_its_piece_alone_naming_the_scene(tmp_path: Pat
 
 
 def test_layer_ranges_cover_every_rank_once_with_about_equal_cost() -> None:
-    assert layer_bounds(10, 3) == [(0, 3), (3, 7), (7, 10)]
-    assert layer_bounds(1, 2) == [(0, 0), (0, 1)]
+    assert cost_bounds({}, 3) == [(0, 0)] * 3  # a step no piece's scene belongs to: every layer empty
+    assert cost_bounds({0: 1.0, 1: 1.0, 2: 1.0}, 3) == [(0, 1), (1, 2), (2, 3)]
     costs = {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0, 4: 6.0, 7: 2.0}  # ranks 5 and 6 touch no piece
     bounds = cost_bounds(costs, 2)
     assert bounds[0][0] == 0 and all(a[1] == b[0] for a, b in zip(bounds, bounds[1:])) and bounds[-1][1] == 8

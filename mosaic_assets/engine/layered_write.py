@@ -35,20 +35,19 @@ says so, and writes nothing of a piece that fails. Signed reads and composites n
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import shapely
-from odc.geo import CRS
 
 from .block_tasks import BlockOutcome, BlockTask, write_one
 from .composite_read import needs_scene_reads
 from .gdal_env import worker_memory_gb
 from .grid import Block, MosaicGrid
 from .gti import SORT_FIELD, GtiFiles, staged_locally
+from .nested_read import nesting
 from .spec import MosaicSpec
 from .writer import BlockPixels, BlockWriteResult, block_scenes, read_block, verify_scenes, write_pixels
 
@@ -60,12 +59,6 @@ MIN_DEPTH_PER_WRITER = 2  # scenes over a pixel per writer, on average, below wh
 def layer_filter(low: int, high: int) -> str:
     """The GTI ``FILTER`` selecting the scenes of ranks ``low`` .. ``high - 1`` of the step's z-order."""
     return f"{SORT_FIELD} >= {low} AND {SORT_FIELD} < {high}"
-
-
-def layer_bounds(ranks: int, layers: int) -> list[tuple[int, int]]:
-    """``layers`` consecutive rank ranges of equal count (to one) covering ranks ``0 .. ranks - 1``."""
-    cuts = [round(ranks * k / layers) for k in range(layers + 1)]
-    return list(zip(cuts[:-1], cuts[1:]))
 
 
 def merge_layers(layers: list[np.ndarray | None], nodata: float) -> np.ndarray | None:
@@ -143,11 +136,11 @@ def _scenes_of(
         steps.setdefault(str(files.index), (files, []))[1].append(task)
     found = {}
     for files, tasks in steps.values():
-        rows = [t.block for t in tasks]
+        blocks = [t.block for t in tasks]
         hull = Block(
-            rows[0].index,
-            slice(min(b.rows.start for b in rows), max(b.rows.stop for b in rows)),
-            slice(min(b.cols.start for b in rows), max(b.cols.stop for b in rows)),
+            blocks[0].index,
+            slice(min(b.rows.start for b in blocks), max(b.rows.stop for b in blocks)),
+            slice(min(b.cols.start for b in blocks), max(b.cols.stop for b in blocks)),
         )
         scenes = block_scenes(grid, files, hull, with_geometry=True)
         for task in tasks:
@@ -168,25 +161,12 @@ def covered_pixels(grid: MosaicGrid, block: Block, scene: dict) -> float:
 
 def warp_weight(spec: MosaicSpec, grid: MosaicGrid, scene: dict) -> float:
     """What reading a pixel of the scene costs against one copied from a scene on the mosaic's grid:
-    ``WARP_WEIGHT`` when it is not on it (measured on the scaling benchmark's scenes, nearest
-    resampling: 0.042 CPU s per Mpx copied from a UTM 32 scene onto the UTM 32 grid, 0.10 warped from
-    UTM 33). Only what balances the layers: a wrong guess costs speed, never pixels."""
+    ``WARP_WEIGHT`` when its grid does not nest in the mosaic's (``nested_read.nesting``; measured on
+    the scaling benchmark's scenes, nearest resampling: 0.042 CPU s per Mpx copied from a UTM 32 scene
+    onto the UTM 32 grid, 0.10 warped from UTM 33). Only what balances the layers: a wrong guess costs
+    speed, never pixels."""
     asset = scene.get("assets", {}).get(spec.bands[0].asset)
-    return 1.0 if asset and _on_grid(grid, asset) else WARP_WEIGHT
-
-
-def _on_grid(grid: MosaicGrid, asset: dict) -> bool:
-    """Whether an asset's pixels are the mosaic's (same CRS and pixel size, whole-pixel offsets)."""
-    a, b, c, d, e, f = asset["transform"]
-    affine = grid.geobox.affine
-    if (b, d) != (0, 0) or (a, e) != (affine.a, affine.e) or not _same_crs(str(asset["crs"]), grid.geobox.crs):
-        return False
-    return float(c - affine.c) / a % 1 == 0 and float(f - affine.f) / e % 1 == 0
-
-
-@functools.lru_cache(maxsize=64)
-def _same_crs(crs: str, mosaic: CRS) -> bool:
-    return CRS(crs) == mosaic
+    return 1.0 if asset and nesting(grid, asset) is not None else WARP_WEIGHT
 
 
 def cost_bounds(costs: dict[int, float], layers: int) -> list[tuple[int, int]]:
@@ -194,7 +174,7 @@ def cost_bounds(costs: dict[int, float], layers: int) -> list[tuple[int, int]]:
     cost nothing), together covering every rank of the step from 0."""
     ranks = sorted(costs)
     if not ranks:
-        return layer_bounds(0, layers)
+        return [(0, 0)] * layers
     total = sum(costs.values())
     cumulative = [0.0]
     for rank in ranks:
